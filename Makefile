@@ -1,0 +1,49 @@
+# Two commands do everything on a fresh machine:  make run   and   make test
+# Both create .venv from the pinned files when it is missing or stale, register its Jupyter kernel,
+# get the benchmark data, then run.
+
+PYTHON  ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+PROFILE ?= cpu
+RUN     ?=
+PIP     := $(BIN)/python -m pip
+
+# Data locations follow alfworld's own convention; archives are used when given (CI: ../shared/data).
+SHARED_DATA      ?= ../shared/data
+ALFWORLD_DATA    ?= $(HOME)/.cache/alfworld
+ALFWORLD_ARCHIVE ?= $(wildcard $(SHARED_DATA)/alfworld_json_2.1.3.tar.xz)
+export ALFWORLD_DATA ALFWORLD_ARCHIVE
+
+# One thread per process: torch's default thread count is far slower on a busy small machine.
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: run test data venv kernel lint clean-venv help
+
+help:
+	@echo "make run     run the notebook chain on PROFILE=$(PROFILE) into outputs/runs/ (RUN=<dir> resumes one)"
+	@echo "make test    run the test suite"
+	@echo "make data    unpack or download the ALFWorld data into ALFWORLD_DATA=$(ALFWORLD_DATA)"
+
+$(STAMP): pyproject.toml requirements/constraints.txt requirements/no-deps.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -c requirements/constraints.txt torch==2.13.0
+	$(PIP) install -c requirements/constraints.txt -e ".[dev]"
+	$(PIP) install --no-deps -r requirements/no-deps.txt
+	$(BIN)/python -m ipykernel install --sys-prefix --name ragdistill --display-name "Python (ragdistill)"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+data: $(STAMP)
+	$(BIN)/ragdistill-data
+
+test: $(STAMP) data
+	$(TEST_ENV) $(BIN)/python -m pytest
+
+run: $(STAMP) data
+	HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m ragdistill.pipeline --profile $(PROFILE) $(if $(RUN),--run $(RUN))
+
+clean-venv:
+	rm -rf $(VENV)

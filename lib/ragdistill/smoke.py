@@ -1,0 +1,186 @@
+"""The `smoke` model: a tokenizer and a tiny Qwen2 trained offline on walkthroughs, deterministic for a seed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .alfworld_env import TYPE_ORDER, balanced_sample, reserved_games
+from .chat_template import chatml_template
+from .paths import cache_dir
+from .walkthroughs import cached_replays, transcript_text
+
+SMOKE_SYSTEM = (
+    "You are an agent in a household text game. Read the task and the observations, "
+    "then answer with exactly one action."
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+@dataclass(frozen=True)
+class SmokeSpec:
+    """Everything that determines the smoke model; its hash names the cache folder."""
+
+    version: int = 1
+    seed: int = 0
+    games_per_type: int = 12
+    vocab_size: int = 2048
+    hidden_size: int = 64
+    layers: int = 2
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate_size: int = 192
+    max_positions: int = 8192
+    train_steps: int = 300
+    batch_size: int = 8
+    lr: float = 3e-3
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def smoke_messages(record: dict, system: str = SMOKE_SYSTEM) -> list[dict]:
+    """A walkthrough as a chat: the first observation (room and task), then action/observation turns."""
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": record["observation"]}]
+    for i, step in enumerate(record["steps"]):
+        messages.append({"role": "assistant", "content": step["action"]})
+        if i < len(record["steps"]) - 1:
+            messages.append({"role": "user", "content": step["observation"]})
+    return messages
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE trained on game text, wrapped as a transformers tokenizer with a marked ChatML template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(texts, trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None
+    )
+    tok.chat_template = chatml_template(None)
+    return tok
+
+
+def _encode(tok, messages: list[dict]) -> tuple[list[int], list[int]]:
+    enc = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
+    ids = list(enc["input_ids"])
+    labels = [t if m else -100 for t, m in zip(ids, enc["assistant_masks"])]
+    return ids, labels
+
+
+def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec, pad_id: int) -> list[float]:
+    """A plain AdamW loop with warmup and cosine decay; assistant tokens only carry loss."""
+    rng = random.Random(spec.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
+    warmup = max(1, spec.train_steps // 10)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt,
+        lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (spec.train_steps - warmup))),
+    )
+    model.train()
+    losses = []
+    order: list[int] = []
+    for _ in range(spec.train_steps):
+        if len(order) < spec.batch_size:
+            more = list(range(len(examples)))
+            rng.shuffle(more)
+            order += more
+        batch = [examples[i] for i in order[: spec.batch_size]]
+        del order[: spec.batch_size]
+        width = max(len(ids) for ids, _ in batch)
+        ids = torch.tensor([x + [pad_id] * (width - len(x)) for x, _ in batch])
+        labels = torch.tensor([y + [-100] * (width - len(y)) for _, y in batch])
+        attn = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch])
+        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(float(loss))
+    model.eval()
+    return losses
+
+
+def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, verbose: bool = True) -> Path:
+    """Build (once) and return the folder of the smoke model for `spec`."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    dest = dest or cache_dir() / "models" / f"smoke-{spec.key()}"
+    if (dest / "config.json").is_file():
+        return dest
+    start = time.perf_counter()
+    games = balanced_sample(reserved_games(), spec.games_per_type * len(TYPE_ORDER), seed=spec.seed)
+    workers = max(1, min(4, os.cpu_count() or 1))
+    records = cached_replays(games, cache_dir() / "walkthroughs" / "reserved.jsonl", workers=workers)
+    chats = [smoke_messages(r) for r in records]
+    texts = [transcript_text(r) for r in records] + [SMOKE_SYSTEM]
+    tok = train_tokenizer(texts, spec.vocab_size)
+
+    torch.manual_seed(spec.seed)
+    config = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        max_position_embeddings=spec.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    examples = [_encode(tok, chat) for chat in chats]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: the same floats on every machine, and fast enough for ~0.3M params
+    try:
+        losses = _train(model, examples, spec, tok.pad_token_id)
+    finally:
+        torch.set_num_threads(threads)
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    info = {
+        "spec": asdict(spec),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_games": [r["game_id"] for r in records],
+        "loss_first": losses[0],
+        "loss_last": sum(losses[-10:]) / min(10, len(losses)),
+        "seconds": time.perf_counter() - start,
+    }
+    (tmp / "smoke_build.json").write_text(json.dumps(info, indent=2))
+    try:
+        tmp.rename(dest)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    if verbose:
+        print(
+            f"built smoke model ({info['parameters']:,} params) in {info['seconds']:.0f}s: "
+            f"loss {info['loss_first']:.2f} -> {info['loss_last']:.2f}"
+        )
+    return dest
