@@ -7,6 +7,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -43,6 +44,7 @@ class SmokeSpec:
     train_steps: int = 300
     batch_size: int = 8
     lr: float = 3e-3
+    variants: int = 6
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
@@ -56,6 +58,40 @@ def smoke_messages(record: dict, system: str = SMOKE_SYSTEM) -> list[dict]:
         if i < len(record["steps"]) - 1:
             messages.append({"role": "user", "content": step["observation"]})
     return messages
+
+
+def _names(game_id: str) -> tuple[str, str]:
+    """(object, receptacle) of a game from its folder name `<type>-<Object>-<Mrecep>-<Receptacle>-<scene>`."""
+    parts = game_id.split("/")[1].split("-")
+    return parts[1].lower(), parts[3].lower()
+
+
+def rename(record: dict, old: str, new: str) -> dict:
+    """The same episode with one object or receptacle name replaced everywhere (task, room, steps)."""
+    pattern = re.compile(rf"\b{re.escape(old)}\b")
+    sub = lambda text: pattern.sub(new, text)  # noqa: E731
+    steps = [{**s, "action": sub(s["action"]), "observation": sub(s["observation"])} for s in record["steps"]]
+    return {**record, "observation": sub(record["observation"]), "task": sub(record["task"]), "steps": steps}
+
+
+def augment(records: list[dict], variants: int, seed: int) -> list[dict]:
+    """Each walkthrough plus `variants` copies with its target object and receptacle renamed.
+
+    Renaming breaks the link between a name and where it is, so a tiny model must learn to copy the
+    names of the task into its actions instead of memorising whole episodes.
+    """
+    rng = random.Random(seed)
+    objects = sorted({_names(r["game_id"])[0] for r in records})
+    receptacles = sorted({_names(r["game_id"])[1] for r in records} - {"none"})
+    out = list(records)
+    for record in records:
+        obj, rec = _names(record["game_id"])
+        for _ in range(variants):
+            new = rename(record, obj, rng.choice(objects))
+            if rec != "none":
+                new = rename(new, rec, rng.choice(receptacles))
+            out.append(new)
+    return out
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
@@ -132,7 +168,7 @@ def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, v
     games = balanced_sample(reserved_games(), spec.games_per_type * len(TYPE_ORDER), seed=spec.seed)
     workers = max(1, min(4, os.cpu_count() or 1))
     records = cached_replays(games, cache_dir() / "walkthroughs" / "reserved.jsonl", workers=workers)
-    chats = [smoke_messages(r) for r in records]
+    chats = [smoke_messages(r) for r in augment(records, spec.variants, spec.seed)]
     texts = [transcript_text(r) for r in records] + [SMOKE_SYSTEM]
     tok = train_tokenizer(texts, spec.vocab_size)
 

@@ -1,0 +1,67 @@
+import pytest
+
+from ragdistill.config import ConfigError, TourConfig
+from ragdistill.profiles import UnknownProfileError, get_profile
+
+
+def test_defaults_are_valid():
+    cfg = TourConfig.from_params({})
+    assert cfg.profile == "smoke" and cfg.split == "valid_unseen"
+
+
+def test_unknown_parameter_is_rejected_with_a_suggestion():
+    with pytest.raises(ConfigError) as err:
+        TourConfig.from_params({"profil": "cpu"})
+    msg = str(err.value)
+    assert "unknown parameter 'profil'" in msg and "did you mean 'profile'" in msg
+    assert "Known parameters:" in msg
+
+
+@pytest.mark.parametrize(
+    "params, fragment",
+    [
+        ({"game_index": "3"}, "game_index='3' should be int"),
+        ({"game_index": True}, "should be int, not bool"),
+        ({"seed": 1.5}, "seed=1.5 should be int"),
+        ({"load_4bit": "yes"}, "load_4bit='yes' should be"),
+        ({"split": "test"}, "split='test': choose one of train, valid_seen, valid_unseen"),
+        ({"run": "../elsewhere"}, "must be a plain folder name"),
+    ],
+)
+def test_wrong_types_and_values_are_rejected(params, fragment):
+    with pytest.raises(ConfigError, match=None) as err:
+        TourConfig.from_params(params)
+    assert fragment in str(err.value)
+
+
+def test_optional_bool_accepts_none_and_bool():
+    assert TourConfig.from_params({"load_4bit": None}).load_4bit is None
+    assert TourConfig.from_params({"load_4bit": True}).load_4bit is True
+
+
+def test_unknown_profile_is_one_clear_paragraph():
+    with pytest.raises(UnknownProfileError) as err:
+        TourConfig.from_params({"profile": "gpu-70b"})
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "Unknown profile 'gpu-70b'" in msg
+    for name in ("smoke", "cpu", "gpu-7b", "gpu-14b"):
+        assert name in msg
+    assert get_profile("gpu-7b").model_id == "Qwen/Qwen2.5-7B-Instruct"
+
+
+def test_from_globals_takes_plain_values_only():
+    import math
+
+    namespace = {"profile": "smoke", "game_index": 2, "math": math, "TourConfig": TourConfig, "In": [], "_x": 1}
+    cfg = TourConfig.from_globals(namespace)
+    assert cfg.game_index == 2
+    with pytest.raises(ConfigError, match="restart the kernel"):
+        TourConfig.from_globals({**namespace, "observation": "text"})
+
+
+def test_saved_config_lands_in_the_stage_folder(outputs):
+    cfg = TourConfig.from_params({"run": "r1"})
+    path = cfg.save()
+    assert path == outputs / "runs" / "r1" / "00_tour" / "config.json"
+    assert '"stage": "00_tour"' in path.read_text()
