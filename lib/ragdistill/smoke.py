@@ -45,6 +45,9 @@ class SmokeSpec:
     batch_size: int = 8
     lr: float = 3e-3
     variants: int = 6
+    # Loss on every token, not just actions: this is pretraining, and reading the observations is what
+    # teaches a tiny model to copy names from them into its actions.
+    assistant_only: bool = False
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
@@ -116,11 +119,12 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     return tok
 
 
-def _encode(tok, messages: list[dict]) -> tuple[list[int], list[int]]:
+def _encode(tok, messages: list[dict], assistant_only: bool) -> tuple[list[int], list[int]]:
     enc = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
     ids = list(enc["input_ids"])
-    labels = [t if m else -100 for t, m in zip(ids, enc["assistant_masks"])]
-    return ids, labels
+    if not assistant_only:
+        return ids, ids
+    return ids, [t if m else -100 for t, m in zip(ids, enc["assistant_masks"])]
 
 
 def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec, pad_id: int) -> list[float]:
@@ -187,7 +191,7 @@ def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, v
         pad_token_id=tok.pad_token_id,
     )
     model = Qwen2ForCausalLM(config)
-    examples = [_encode(tok, chat) for chat in chats]
+    examples = [_encode(tok, chat, spec.assistant_only) for chat in chats]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: the same floats on every machine, and fast enough for ~0.3M params
     try:

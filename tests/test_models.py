@@ -1,0 +1,98 @@
+import json
+
+import pytest
+import torch
+
+from ragdistill.alfworld_env import AlfworldEnv, balanced_sample, list_games
+from ragdistill.models import answer_chat, build_cpu_checkpoint, load_model
+from ragdistill.smoke import SMOKE_SYSTEM, SmokeSpec, build_smoke_model
+
+CHAT = [
+    {"role": "system", "content": "You play a text game."},
+    {"role": "user", "content": "You are in the middle of a room.\n\nYour task is to: put a mug in desk."},
+    {"role": "assistant", "content": "go to desk 1"},
+    {"role": "user", "content": "You arrive at desk 1."},
+]
+
+
+def test_smoke_model_is_tiny_and_answers_with_actions(smoke_model):
+    n_params = sum(p.numel() for p in smoke_model.model.parameters())
+    assert 50_000 < n_params < 2_000_000
+    assert not smoke_model.quantized_4bit and smoke_model.device.type == "cpu"
+    # Its first actions on unseen games are real, admissible game commands.
+    admissible = 0
+    games = balanced_sample(list_games("valid_unseen"), 6, seed=0)
+    for game in games:
+        env = AlfworldEnv(game)
+        observation, _ = env.reset()
+        reply = answer_chat(smoke_model, [{"role": "system", "content": SMOKE_SYSTEM}, {"role": "user", "content": observation}], 16)
+        admissible += env.step(reply["answer"]).admissible
+        env.close()
+    assert admissible >= 4, f"only {admissible}/6 first actions were admissible"
+
+
+def test_smoke_template_marks_assistant_tokens(smoke_model):
+    tok = smoke_model.tokenizer
+    enc = tok.apply_chat_template(CHAT[:3], return_dict=True, return_assistant_tokens_mask=True)
+    marked = [t for t, m in zip(enc["input_ids"], enc["assistant_masks"]) if m]
+    assert tok.decode(marked) == "go to desk 1<|im_end|>"
+
+
+def test_smoke_build_is_deterministic_for_a_seed(alfworld_root, tmp_path):
+    spec = SmokeSpec(games_per_type=1, train_steps=4, variants=1)
+    a = build_smoke_model(spec, dest=tmp_path / "a", verbose=False)
+    b = build_smoke_model(spec, dest=tmp_path / "b", verbose=False)
+    ja, jb = (json.loads((p / "smoke_build.json").read_text()) for p in (a, b))
+    assert ja["loss_last"] == jb["loss_last"] and ja["train_games"] == jb["train_games"]
+    assert all(g.startswith("train/") for g in ja["train_games"])
+    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
+    other = build_smoke_model(SmokeSpec(games_per_type=1, train_steps=4, variants=1, seed=1), dest=tmp_path / "c", verbose=False)
+    assert (other / "model.safetensors").read_bytes() != (a / "model.safetensors").read_bytes()
+
+
+def test_forced_4bit_on_cpu_uses_nf4_layers(alfworld_root):
+    loaded = load_model("smoke", load_4bit=True)
+    kinds = {type(m).__name__ for m in loaded.model.modules()}
+    assert loaded.quantized_4bit and "Linear4bit" in kinds
+    q = loaded.model.config.quantization_config
+    q = q if isinstance(q, dict) else q.to_dict()
+    assert q["bnb_4bit_quant_type"] == "nf4" and q["bnb_4bit_use_double_quant"]
+    assert answer_chat(loaded, CHAT[:2], 8)["new_tokens"] > 0
+
+
+@pytest.fixture(scope="module")
+def cpu_model():
+    return load_model("cpu")
+
+
+def test_cpu_model_is_smollm2_from_the_gguf_and_generates(cpu_model):
+    config = json.loads((build_cpu_checkpoint() / "config.json").read_text())
+    assert "quantization_config" not in config and config["model_type"] == "llama"
+    assert sum(p.numel() for p in cpu_model.model.parameters()) == pytest.approx(134_515_008, rel=0.01)
+    reply = answer_chat(cpu_model, [{"role": "user", "content": "What is the capital of France?"}], 12)
+    assert "Paris" in reply["answer"]
+
+
+def test_cpu_template_renders_like_smollm2_stock_template(cpu_model):
+    from transformers import AutoTokenizer
+
+    from ragdistill.models import SMOLLM2_GGUF, _smollm2_folder
+
+    stock = AutoTokenizer.from_pretrained(_smollm2_folder(), gguf_file=SMOLLM2_GGUF)
+    ours = cpu_model.tokenizer
+    for chat in (CHAT, CHAT[1:], CHAT[1:3]):
+        for gen in (False, True):
+            assert ours.apply_chat_template(chat, tokenize=False, add_generation_prompt=gen) == stock.apply_chat_template(
+                chat, tokenize=False, add_generation_prompt=gen
+            )
+    enc = ours.apply_chat_template(CHAT[:3], return_dict=True, return_assistant_tokens_mask=True)
+    marked = [t for t, m in zip(enc["input_ids"], enc["assistant_masks"]) if m]
+    assert ours.decode(marked) == "go to desk 1<|im_end|>"
+
+
+def test_gpu_profiles_name_hub_models_and_4bit_follows_cuda():
+    from ragdistill.models import bnb_config, model_path
+
+    assert model_path("gpu-14b") == "Qwen/Qwen2.5-14B-Instruct"
+    cfg = bnb_config(torch.float16)
+    assert cfg.load_in_4bit and cfg.bnb_4bit_quant_type == "nf4" and cfg.bnb_4bit_compute_dtype == torch.float16
