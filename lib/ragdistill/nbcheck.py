@@ -87,7 +87,9 @@ def check_kwargs(tree: ast.AST, where: str) -> list[Problem]:
         takes_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
         if takes_var_kw and not is_class:
             continue  # e.g. from_pretrained passes **kwargs on to the config: nothing to check
-        allowed = {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        allowed = {n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)} - {"self"}
+        if takes_var_kw and not allowed:
+            continue  # a bare (*args, **kwargs) constructor says nothing about its names
         for kw in node.keywords:
             if kw.arg is not None and kw.arg not in allowed:
                 problems.append(Problem(f"{where}:{node.lineno}", f"{dotted}() has no parameter {kw.arg!r}"))

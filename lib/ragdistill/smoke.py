@@ -31,7 +31,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 class SmokeSpec:
     """Everything that determines the smoke model; its hash names the cache folder."""
 
-    version: int = 1
+    version: int = 2
     seed: int = 0
     games_per_type: int = 12
     vocab_size: int = 2048
@@ -98,25 +98,40 @@ def augment(records: list[dict], variants: int, seed: int) -> list[dict]:
 
 
 def train_tokenizer(texts: list[str], vocab_size: int):
-    """Byte-level BPE trained on game text, wrapped as a transformers tokenizer with a marked ChatML template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    """Byte-level BPE trained on game text, as a Qwen2 tokenizer with a marked ChatML template.
 
+    The BPE is trained behind Qwen2's own normalizer and pre-tokenizer, because AutoTokenizer loads any
+    Qwen2-config checkpoint with Qwen2Tokenizer: training and every later load then split text alike.
+    """
+    from tokenizers import Tokenizer, decoders, models, trainers
+    from transformers import Qwen2Tokenizer
+
+    proto = Qwen2Tokenizer().backend_tokenizer
     core = Tokenizer(models.BPE())
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.normalizer = proto.normalizer
+    core.pre_tokenizer = proto.pre_tokenizer
     core.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        initial_alphabet=pre_tokenizers_alphabet(),
         show_progress=False,
     )
     core.train_from_iterator(texts, trainer)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None
+    model = json.loads(core.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tok = Qwen2Tokenizer(
+        vocab=model["vocab"], merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>"
     )
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     tok.chat_template = chatml_template(None)
     return tok
+
+
+def pre_tokenizers_alphabet() -> list[str]:
+    from tokenizers import pre_tokenizers
+
+    return pre_tokenizers.ByteLevel.alphabet()
 
 
 def _encode(tok, messages: list[dict], assistant_only: bool) -> tuple[list[int], list[int]]:
@@ -156,14 +171,14 @@ def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec, 
         opt.step()
         sched.step()
         opt.zero_grad()
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     return losses
 
 
 def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, verbose: bool = True) -> Path:
     """Build (once) and return the folder of the smoke model for `spec`."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     dest = dest or cache_dir() / "models" / f"smoke-{spec.key()}"
     if (dest / "config.json").is_file():
@@ -174,7 +189,10 @@ def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, v
     records = cached_replays(games, cache_dir() / "walkthroughs" / "reserved.jsonl", workers=workers)
     chats = [smoke_messages(r) for r in augment(records, spec.variants, spec.seed)]
     texts = [transcript_text(r) for r in records] + [SMOKE_SYSTEM]
-    tok = train_tokenizer(texts, spec.vocab_size)
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    train_tokenizer(texts, spec.vocab_size).save_pretrained(tmp)
+    tok = AutoTokenizer.from_pretrained(tmp)  # train on exactly what every later load will see
 
     torch.manual_seed(spec.seed)
     config = Qwen2Config(
@@ -201,10 +219,7 @@ def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, v
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
 
-    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
     info = {
         "spec": asdict(spec),
         "parameters": sum(p.numel() for p in model.parameters()),

@@ -1,0 +1,87 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from ragdistill.nbcheck import check_kwargs, check_notebook
+from ragdistill.pipeline import STAGES, notebooks, run_chain
+
+NOTEBOOKS = notebooks()
+
+
+def test_every_notebook_is_part_of_the_chain():
+    names = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+    assert names and all(n in STAGES for n in names)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_static_check(path):
+    assert [str(p) for p in check_notebook(path)] == []
+
+
+def test_static_check_catches_bad_notebooks(tmp_path):
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    nb = new_notebook()
+    nb.cells = [
+        new_code_cell("profile = 'smoke'"),
+        new_code_cell("from peft import LoraConfig\ncfg = LoraConfig(r=8, lora_alpa=16)"),
+        new_code_cell("if False:\n    x = 1"),
+        new_code_cell("def broken(:\n    pass"),
+    ]
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="x")]
+    path = tmp_path / "bad.ipynb"
+    nbformat.write(nb, path)
+    problems = " | ".join(map(str, check_notebook(path)))
+    assert "LoraConfig() has no parameter 'lora_alpa'" in problems
+    assert "`if False:`" in problems and "does not parse" in problems and "committed with outputs" in problems
+    (tmp_path / "notjson.ipynb").write_text("{")
+    assert "not valid JSON" in str(check_notebook(tmp_path / "notjson.ipynb")[0])
+
+
+def test_kwargs_check_knows_transformers_and_trl():
+    import ast
+
+    good = "from transformers import BitsAndBytesConfig\nBitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4')"
+    bad = "import trl\ntrl.SFTConfig(output_dir='x', max_seq_length=10)"  # renamed to max_length in TRL 0.20
+    assert check_kwargs(ast.parse(good), "good") == []
+    assert "no parameter 'max_seq_length'" in str(check_kwargs(ast.parse(bad), "bad")[0])
+
+
+def test_library_modules_pass_the_kwargs_check():
+    from ragdistill.nbcheck import check_module
+
+    lib = Path(__file__).resolve().parents[1] / "lib" / "ragdistill"
+    problems = [str(p) for m in sorted(lib.glob("*.py")) for p in check_module(m)]
+    assert problems == []
+
+
+@pytest.mark.slow
+def test_notebook_00_runs_on_smoke_under_papermill(alfworld_root, smoke_model, outputs):
+    run_dir = run_chain("smoke", run="nb00", only=["00_tour"])
+    stage = run_dir / "00_tour"
+    metrics = json.loads((stage / "metrics.json").read_text())
+    assert metrics["games_per_split"] == {"train": 3553, "valid_seen": 140, "valid_unseen": 134}
+    assert metrics["expert_won"] is True and metrics["expert_steps"] > 0
+    assert metrics["model"]["profile"] == "smoke" and metrics["model"]["new_tokens"] > 0
+    config = json.loads((stage / "config.json").read_text())
+    assert config["stage"] == "00_tour" and config["run"] == "nb00"
+    executed = json.loads((stage / "00_environment_tour.ipynb").read_text())
+    assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
+    # Resuming the same run skips the finished stage.
+    mtime = (stage / "metrics.json").stat().st_mtime
+    run_chain("smoke", run="nb00", only=["00_tour"])
+    assert (stage / "metrics.json").stat().st_mtime == mtime
+
+
+@pytest.mark.slow
+def test_a_bad_parameter_fails_the_notebook_with_the_config_message(alfworld_root, outputs):
+    import papermill as pm
+
+    from ragdistill.pipeline import execute
+
+    with pytest.raises(pm.PapermillExecutionError) as err:
+        execute(NOTEBOOKS[0], outputs / "runs" / "bad", {"profile": "smoke", "gmae_index": 1})
+    assert "unknown parameter 'gmae_index'" in str(err.value) and "did you mean 'game_index'" in str(err.value)
