@@ -35,19 +35,23 @@ class SmokeSpec:
     seed: int = 0
     games_per_type: int = 12
     vocab_size: int = 2048
-    hidden_size: int = 64
+    hidden_size: int = 128
     layers: int = 2
     heads: int = 4
     kv_heads: int = 2
-    intermediate_size: int = 192
+    intermediate_size: int = 384
     max_positions: int = 8192
-    train_steps: int = 300
+    train_steps: int = 600
     batch_size: int = 8
-    lr: float = 3e-3
+    lr: float = 2e-3
+    threads: int = 2  # fixed, not the machine's count: the same floats everywhere
     variants: int = 6
     # Loss on every token, not just actions: this is pretraining, and reading the observations is what
     # teaches a tiny model to copy names from them into its actions.
     assistant_only: bool = False
+    # Walkthroughs go straight to the object (an oracle plan); a few recorded visits elsewhere first
+    # show a searching agent instead.
+    detours: int = 3
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
@@ -186,7 +190,8 @@ def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, v
     start = time.perf_counter()
     games = balanced_sample(reserved_games(), spec.games_per_type * len(TYPE_ORDER), seed=spec.seed)
     workers = max(1, min(4, os.cpu_count() or 1))
-    records = cached_replays(games, cache_dir() / "walkthroughs" / "reserved.jsonl", workers=workers)
+    cache_file = cache_dir() / "walkthroughs" / f"reserved-detours{spec.detours}.jsonl"
+    records = cached_replays(games, cache_file, workers=workers, detours=spec.detours)
     chats = [smoke_messages(r) for r in augment(records, spec.variants, spec.seed)]
     texts = [transcript_text(r) for r in records] + [SMOKE_SYSTEM]
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
@@ -211,7 +216,7 @@ def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, v
     model = Qwen2ForCausalLM(config)
     examples = [_encode(tok, chat, spec.assistant_only) for chat in chats]
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: the same floats on every machine, and fast enough for ~0.3M params
+    torch.set_num_threads(spec.threads)
     try:
         losses = _train(model, examples, spec, tok.pad_token_id)
     finally:

@@ -12,14 +12,36 @@ from .alfworld_env import AlfworldEnv, Game, get_game, walkthrough
 from .io import read_jsonl, write_jsonl
 
 
-def replay(game: Game | str) -> dict:
-    """Play the stored walkthrough; returns the transcript (first observation, task, steps, won)."""
+def _searching_plan(env: AlfworldEnv, game: Game, plan: list[str], detours: int, steps: list[dict]) -> list[str]:
+    """Visit up to `detours` other receptacles before the plan's first `go to`, as a searching agent would.
+
+    A visit is recorded only when the target object is not in sight there, so the demonstration never
+    walks past what it looks for. `go to` answers do not depend on where the agent came from, so a visit
+    left out of the record leaves the rest of it exact.
+    """
+    import random
+
+    rng = random.Random(game.game_id)
+    target = game.task_folder.split("-")[1].lower()
+    first_go = next((a for a in plan if a.startswith("go to ")), None)
+    if first_go is None or detours <= 0:
+        return plan
+    options = [c for c in env.admissible_commands if c.startswith("go to ") and c != first_go]
+    for action in rng.sample(options, k=min(len(options), rng.randint(0, detours))):
+        step = env.step(action)
+        if target not in step.observation.lower():
+            steps.append({"action": action, "observation": step.observation, "admissible": step.admissible})
+    return plan
+
+
+def replay(game: Game | str, detours: int = 0) -> dict:
+    """Play the stored walkthrough, optionally after up to `detours` searching visits; returns the transcript."""
     game = get_game(game) if isinstance(game, str) else game
     env = AlfworldEnv(game)
     try:
         observation, task = env.reset()
         steps, won = [], False
-        for action in walkthrough(game):
+        for action in _searching_plan(env, game, walkthrough(game), detours, steps):
             step = env.step(action)
             steps.append({"action": action, "observation": step.observation, "admissible": step.admissible})
             won = step.won
@@ -38,23 +60,28 @@ def replay(game: Game | str) -> dict:
     }
 
 
-def replay_many(games: list[Game], workers: int = 1, desc: str = "replaying walkthroughs") -> list[dict]:
+def replay_many(
+    games: list[Game], workers: int = 1, detours: int = 0, desc: str = "replaying walkthroughs"
+) -> list[dict]:
     """Replay many games, in worker processes when workers > 1 (each reset costs about 0.6 s)."""
+    from functools import partial
+
     ids = [g.game_id for g in games]
+    play = partial(replay, detours=detours)
     if workers <= 1:
-        return [replay(i) for i in tqdm(ids, desc=desc)]
+        return [play(i) for i in tqdm(ids, desc=desc)]
     # fork, not spawn: spawn re-imports the caller's __main__, which reruns unguarded scripts.
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     with ctx.Pool(workers) as pool:
-        return list(tqdm(pool.imap(replay, ids), total=len(ids), desc=desc))
+        return list(tqdm(pool.imap(play, ids), total=len(ids), desc=desc))
 
 
-def cached_replays(games: list[Game], cache_file: Path, workers: int = 1) -> list[dict]:
+def cached_replays(games: list[Game], cache_file: Path, workers: int = 1, detours: int = 0) -> list[dict]:
     """Replays stored in a JSONL cache; only games missing from it are played."""
     have = {r["game_id"]: r for r in read_jsonl(cache_file)}
     todo = [g for g in games if g.game_id not in have]
     if todo:
-        for record in replay_many(todo, workers=workers):
+        for record in replay_many(todo, workers=workers, detours=detours):
             have[record["game_id"]] = record
         write_jsonl(cache_file, sorted(have.values(), key=lambda r: r["game_id"]))
     return [have[g.game_id] for g in games]
