@@ -1,0 +1,167 @@
+"""Agents: how a prompt is built from an episode, and how an action is read from a model's answer.
+
+ReAct writes a short thought and an action; StateAct first states its goal, location and inventory.
+The whole episode is in the prompt as a chat: system (rules, few-shot examples, optional hint block),
+then the first observation (room description and task), then the agent's answers and the game's replies.
+Training (stage 05) renders examples with the same function, so the format at training and at inference
+is one and the same.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .paths import data_dir
+
+VERBS = ("go to", "take", "move", "put", "open", "close", "clean", "heat", "cool", "use", "examine", "look",
+         "inventory", "slice", "help")
+HINT_BEGIN = "<<HINTS>>"
+HINT_END = "<</HINTS>>"
+HINT_PREAMBLE = (
+    "Rules learned from earlier attempts at this kind of task. Apply these rules silently; "
+    "if a rule conflicts with the observation, prefer the observation."
+)
+
+_ACTION_LINE = re.compile(r"^\s*(?:>\s*)?action\s*:\s*(?P<a>.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_BARE = re.compile(r"^\s*(?:>\s*)?(?P<a>(?:" + "|".join(re.escape(v) for v in VERBS) + r")\b.*?)\s*$",
+                   re.IGNORECASE | re.MULTILINE)
+
+
+@dataclass
+class Parsed:
+    """What was read from one answer: the action sent to the game and whether it was well-formed."""
+
+    action: str
+    parsed: bool
+
+
+def parse_action(text: str) -> Parsed:
+    """The last `action:` line; else the last line that starts with a game verb; else the raw text."""
+    found = _ACTION_LINE.findall(text)
+    if found:
+        return Parsed(found[-1].strip().strip("`'\""), True)
+    bare = _BARE.findall(text)
+    if bare:
+        return Parsed(bare[-1].strip(), True)
+    return Parsed(" ".join(text.split()), False)  # still sent: the game answers "Nothing happens."
+
+
+def hint_block(hints: list[str]) -> str:
+    """The delimited hint block, worded the same for every episode."""
+    lines = "\n".join(f"- {h}" for h in hints)
+    return f"{HINT_BEGIN}\n{HINT_PREAMBLE}\n{lines}\n{HINT_END}"
+
+
+@lru_cache(maxsize=None)
+def load_fewshot(agent: str) -> dict[str, list[dict]]:
+    """Few-shot episodes per task type, written from expert walkthroughs of train games (data/fewshot/)."""
+    path = data_dir() / "fewshot" / f"alfworld_{agent}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"few-shot examples for agent {agent!r} not found at {path}")
+    return json.loads(path.read_text())
+
+
+@dataclass
+class Agent:
+    """Prompt building and answer parsing for one prompting style."""
+
+    name: str
+    instructions: str
+    fewshot_count: int = 2
+    max_new_tokens: int = 96
+
+    def render_example(self, example: dict) -> str:
+        """A few-shot episode as plain text inside the system prompt."""
+        lines = [example["observation"]]
+        for step in example["steps"]:
+            lines.append(f"> {step['answer'].replace(chr(10), chr(10) + '  ')}")
+            lines.append(step["observation"])
+        return "\n".join(lines)
+
+    def system_prompt(self, task_type: str, hints: list[str] | None = None, fewshot: bool = True) -> str:
+        parts = [self.instructions]
+        if fewshot and self.fewshot_count:
+            examples = load_fewshot(self.name).get(task_type, [])[: self.fewshot_count]
+            for i, ex in enumerate(examples, 1):
+                parts.append(f"Example {i}:\n{self.render_example(ex)}")
+        if hints:
+            parts.append(hint_block(hints))
+        parts.append("Now the real game begins.")
+        return "\n\n".join(parts)
+
+    def messages(
+        self,
+        task_type: str,
+        first_observation: str,
+        turns: list[tuple[str, str]],
+        hints: list[str] | None = None,
+        fewshot: bool = True,
+    ) -> list[dict]:
+        """The chat for the next answer: system, first observation, then (answer, observation) turns."""
+        chat = [
+            {"role": "system", "content": self.system_prompt(task_type, hints, fewshot)},
+            {"role": "user", "content": first_observation},
+        ]
+        for answer, observation in turns:
+            chat.append({"role": "assistant", "content": answer})
+            chat.append({"role": "user", "content": observation})
+        return chat
+
+    def parse(self, text: str) -> Parsed:
+        return parse_action(text)
+
+
+_COMMANDS = (
+    "Commands: go to {recep}; open/close {recep}; take {obj} from {recep}; move {obj} to {recep}; "
+    "heat/cool/clean {obj} with {appliance}; use {lamp}; examine {thing}; look; inventory."
+)
+
+REACT = Agent(
+    "react",
+    "You are an agent in a household text game (ALFWorld). Each turn, answer in two lines:\n"
+    "think: <one short thought about what to do next>\naction: <one game command>\n" + _COMMANDS,
+)
+
+STATEACT = Agent(
+    "stateact",
+    "You are an agent in a household text game (ALFWorld). Each turn, first state where you are, then act, "
+    "in five lines:\ngoal: <the task>\nlocation: <where you are>\ninventory: <what you hold, or nothing>\n"
+    "thought: <one short thought>\naction: <one game command>\n" + _COMMANDS,
+    max_new_tokens=128,
+)
+
+AGENTS = {a.name: a for a in (REACT, STATEACT)}
+
+
+def get_agent(name: str) -> Agent:
+    try:
+        return AGENTS[name]
+    except KeyError:
+        raise ValueError(f"unknown agent {name!r}: choose one of {', '.join(AGENTS)}") from None
+
+
+@dataclass
+class EpisodeLog:
+    """One finished episode as the rollout engine writes it (one JSON line)."""
+
+    game_id: str
+    split: str
+    task_type: str
+    agent: str
+    condition: str
+    model: str
+    seed: int
+    won: bool = False
+    steps: int = 0
+    stop_reason: str = ""
+    first_observation: str = ""
+    hints: list[str] = field(default_factory=list)
+    trajectory: list[dict] = field(default_factory=list)
+
+
+def fewshot_path(agent: str) -> Path:
+    return data_dir() / "fewshot" / f"alfworld_{agent}.json"

@@ -1,0 +1,192 @@
+"""The rollout engine: batches of live episodes stepping in lockstep, each finished episode appended
+to a JSONL file at once, so a rerun resumes where a crash left off."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .agents import get_agent
+from .alfworld_env import get_game
+from .envpool import EnvPool
+from .io import append_jsonl, read_jsonl
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One episode to play: which game, which agent, under which condition, with which hints."""
+
+    game_id: str
+    agent: str
+    condition: str = "base"
+    seed: int = 0
+    hints: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return episode_key(self.game_id, self.agent, self.condition, self.seed)
+
+
+def episode_key(game_id: str, agent: str, condition: str, seed: int) -> str:
+    return f"{game_id}|{agent}|{condition}|{seed}"
+
+
+@dataclass
+class RolloutConfig:
+    """Stop rules and batching (the paper: 50 steps, stop after 5 identical actions in a row)."""
+
+    max_steps: int = 50
+    repeat_limit: int = 5
+    batch_size: int = 8
+    workers: int = 0
+    fewshot: bool = True
+    max_new_tokens: int | None = None  # None: the agent's own default
+
+
+@dataclass
+class _Live:
+    spec: EpisodeSpec
+    slot: int
+    task_type: str
+    split: str
+    first_observation: str
+    task: str
+    turns: list[tuple[str, str]] = field(default_factory=list)
+    trajectory: list[dict] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class RolloutStats:
+    """Where the time went (model vs environments) and how much was done."""
+
+    episodes: int = 0
+    steps: int = 0
+    model_seconds: float = 0.0
+    env_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    skipped: int = 0
+
+
+def _stop_reason(live: _Live, won: bool, cfg: RolloutConfig) -> str | None:
+    if won:
+        return "won"
+    if len(live.trajectory) >= cfg.max_steps:
+        return "max_steps"
+    last = live.actions[-cfg.repeat_limit :]
+    if cfg.repeat_limit and len(last) == cfg.repeat_limit and len(set(last)) == 1:
+        return "repeated_action"
+    return None
+
+
+def _record(live: _Live, won: bool, reason: str, model: str) -> dict:
+    s = live.spec
+    return {
+        "game_id": s.game_id,
+        "split": live.split,
+        "task_type": live.task_type,
+        "agent": s.agent,
+        "condition": s.condition,
+        "model": model,
+        "seed": s.seed,
+        "won": won,
+        "steps": len(live.trajectory),
+        "stop_reason": reason,
+        "task": live.task,
+        "first_observation": live.first_observation,
+        "hints": list(s.hints),
+        "prompt_tokens": sum(t["prompt_tokens"] for t in live.trajectory),
+        "completion_tokens": sum(t["completion_tokens"] for t in live.trajectory),
+        "invalid_actions": sum(not t["valid"] for t in live.trajectory),
+        "seconds": round(time.perf_counter() - live.started, 2),
+        "trajectory": live.trajectory,
+    }
+
+
+def completed_keys(path: Path) -> set[str]:
+    """Episodes already in the output file."""
+    return {episode_key(r["game_id"], r["agent"], r["condition"], r["seed"]) for r in read_jsonl(path)}
+
+
+def run_rollouts(
+    specs: list[EpisodeSpec],
+    backend,
+    out_path: str | Path,
+    model_name: str,
+    cfg: RolloutConfig = RolloutConfig(),
+    progress: bool = True,
+) -> RolloutStats:
+    """Play every episode not yet in `out_path`; each finished one is appended as one JSON line."""
+    out_path = Path(out_path)
+    done = completed_keys(out_path)
+    todo = [s for s in specs if s.key not in done]
+    stats = RolloutStats(skipped=len(specs) - len(todo))
+    if not todo:
+        return stats
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), desc="episodes", disable=not progress)
+    queue = list(todo)
+    live: list[_Live] = []
+    free_slots = list(range(cfg.batch_size))
+    with EnvPool(cfg.workers) as pool:
+        while queue or live:
+            # Refill the batch: new episodes start as others finish.
+            starting = []
+            while queue and free_slots:
+                starting.append((free_slots.pop(0), queue.pop(0)))
+            if starting:
+                t0 = time.perf_counter()
+                firsts = pool.reset_many([(slot, spec.game_id) for slot, spec in starting])
+                stats.env_seconds += time.perf_counter() - t0
+                for (slot, spec), (observation, task) in zip(starting, firsts):
+                    game = get_game(spec.game_id)
+                    live.append(_Live(spec, slot, game.task_type, game.split, observation, task))
+            # One model call for every live episode.
+            chats, agents = [], []
+            for ep in live:
+                agent = get_agent(ep.spec.agent)
+                agents.append(agent)
+                chats.append(
+                    agent.messages(ep.task_type, ep.first_observation, ep.turns, list(ep.spec.hints) or None, cfg.fewshot)
+                )
+            t0 = time.perf_counter()
+            max_new = cfg.max_new_tokens or max(a.max_new_tokens for a in agents)
+            completions = backend.generate(chats, max_new_tokens=max_new)
+            stats.model_seconds += time.perf_counter() - t0
+            parsed = [a.parse(c.text) for a, c in zip(agents, completions)]
+            t0 = time.perf_counter()
+            results = pool.step_many([(ep.slot, p.action) for ep, p in zip(live, parsed)])
+            stats.env_seconds += time.perf_counter() - t0
+            still = []
+            for ep, comp, p, res in zip(live, completions, parsed, results):
+                ep.trajectory.append(
+                    {
+                        "prompt_tokens": comp.prompt_tokens,
+                        "completion_tokens": comp.completion_tokens,
+                        "output": comp.text,
+                        "action": p.action,
+                        "parsed": p.parsed,
+                        "observation": res.observation,
+                        "valid": p.parsed and res.admissible,
+                    }
+                )
+                ep.turns.append((comp.text, res.observation))
+                ep.actions.append(p.action)
+                stats.steps += 1
+                reason = _stop_reason(ep, res.won, cfg)
+                if reason:
+                    append_jsonl(out_path, _record(ep, res.won, reason, model_name))
+                    pool.release(ep.slot)
+                    free_slots.append(ep.slot)
+                    stats.episodes += 1
+                    bar.update(1)
+                else:
+                    still.append(ep)
+            live = still
+    bar.close()
+    stats.wall_seconds = time.perf_counter() - start
+    return stats
