@@ -5,7 +5,8 @@ import torch
 
 from ragdistill.alfworld_env import AlfworldEnv, balanced_sample, list_games
 from ragdistill.models import answer_chat, build_cpu_checkpoint, load_model
-from ragdistill.smoke import SMOKE_SYSTEM, SmokeSpec, build_smoke_model
+from ragdistill.agents import REACT
+from ragdistill.smoke import SmokeSpec, build_smoke_model
 
 CHAT = [
     {"role": "system", "content": "You play a text game."},
@@ -25,8 +26,9 @@ def test_smoke_model_is_tiny_and_answers_with_actions(smoke_model):
     for game in games:
         env = AlfworldEnv(game)
         observation, _ = env.reset()
-        reply = answer_chat(smoke_model, [{"role": "system", "content": SMOKE_SYSTEM}, {"role": "user", "content": observation}], 16)
-        admissible += env.step(reply["answer"]).admissible
+        reply = answer_chat(smoke_model, REACT.messages(game.task_type, observation, [], fewshot=False), 48)
+        parsed = REACT.parse(reply["answer"])
+        admissible += parsed.parsed and env.step(parsed.action).admissible
         env.close()
     assert admissible >= 4, f"only {admissible}/6 first actions were admissible"
 

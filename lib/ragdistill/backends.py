@@ -176,3 +176,14 @@ class OpenAIBackend:
     ) -> list[Completion]:
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(chats)))) as pool:
             return list(pool.map(lambda c: self._one(c, max_new_tokens, stop, json_mode), chats))
+
+
+def make_backend(cfg) -> tuple[object, str]:
+    """The backend a rollout config asks for, and the model name to log with each episode."""
+    if cfg.backend == "openai":
+        backend = OpenAIBackend(cfg.api_model, base_url=cfg.base_url or None, concurrency=cfg.batch_size)
+        return backend, cfg.api_model
+    from .models import load_model
+
+    loaded = load_model(cfg.profile, load_4bit=cfg.load_4bit)
+    return TransformersBackend(loaded, batch_size=cfg.batch_size), f"{cfg.profile}:{loaded.profile.model_id}"

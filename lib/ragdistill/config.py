@@ -131,7 +131,7 @@ class TourConfig(StageConfig):
 
     split: str = "valid_unseen"
     game_index: int = 0
-    max_new_tokens: int = 24
+    max_new_tokens: int = 64
     load_4bit: bool | None = None  # None: 4-bit on CUDA, off on CPU
 
     def validate(self) -> None:
@@ -144,4 +144,61 @@ class TourConfig(StageConfig):
             raise ConfigError("game_index must be >= 0")
 
 
-__all__ = ["ConfigError", "StageConfig", "TourConfig", "field"]
+@dataclass
+class RolloutStageConfig(StageConfig):
+    """Parameters shared by the stages that play episodes (01 failures, 03 teacher, 06 evaluation)."""
+
+    agents: list[str] = field(default_factory=lambda: ["react", "stateact"])
+    max_steps: int = 50
+    repeat_limit: int = 5
+    batch_size: int = 8
+    workers: int = -1  # environment worker processes; -1: one per CPU, 0: in this process
+    fewshot: bool | None = None  # None: the profile's default (off for the tiny smoke model)
+    load_4bit: bool | None = None  # None: 4-bit on CUDA, off on CPU
+    backend: str = "local"  # "local" (transformers in this process) or "openai" (any compatible server)
+    base_url: str = ""  # for backend="openai"; the API key is read from OPENAI_API_KEY, never a parameter
+    api_model: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        from .agents import AGENTS
+
+        unknown = [a for a in self.agents if a not in AGENTS]
+        if unknown or not self.agents:
+            raise ConfigError(f"agents={self.agents!r}: choose from {', '.join(AGENTS)}")
+        if self.backend not in ("local", "openai"):
+            raise ConfigError(f"backend={self.backend!r}: choose 'local' or 'openai'")
+        if self.backend == "openai" and not self.api_model:
+            raise ConfigError("backend='openai' needs api_model (the model name the server knows)")
+        for name in ("max_steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1")
+        if self.workers < -1:
+            raise ConfigError("workers: -1 (one per CPU), 0 (in process) or a positive count")
+
+    @property
+    def use_fewshot(self) -> bool:
+        return get_profile(self.profile).fewshot if self.fewshot is None else self.fewshot
+
+    @property
+    def env_workers(self) -> int:
+        import os
+
+        return (os.cpu_count() or 1) if self.workers == -1 else self.workers
+
+
+@dataclass
+class FailureConfig(RolloutStageConfig):
+    """Notebook 01: base agents on train games; failures go on to hint extraction."""
+
+    STAGE: ClassVar[str] = "01_failures"
+
+    n_games: int = 12  # balanced over the six task types; the paper uses 1,200 per environment
+
+    def validate(self) -> None:
+        super().validate()
+        if self.n_games < 1:
+            raise ConfigError("n_games must be >= 1")
+
+
+__all__ = ["ConfigError", "FailureConfig", "RolloutStageConfig", "StageConfig", "TourConfig", "field"]

@@ -15,12 +15,13 @@ class Profile:
     purpose: str
     lora_r: int = 64
     lora_alpha: int = 128
+    fewshot: bool = True  # few-shot examples in agent prompts by default
 
 
 PROFILES: dict[str, Profile] = {
     p.name: p
     for p in (
-        Profile("smoke", "smoke", "ragdistill-smoke", "tests: a tiny model built offline, every stage in seconds", 8, 16),
+        Profile("smoke", "smoke", "ragdistill-smoke", "tests: a tiny model built offline, every stage in seconds", 8, 16, False),
         Profile("cpu", "gguf", "SmolLM2-135M-Instruct", "the default `make run` on any machine (CPU)", 32, 64),
         Profile("gpu-7b", "hub", "Qwen/Qwen2.5-7B-Instruct", "the paper's setting on one 24 GB GPU, 4-bit NF4"),
         Profile("gpu-14b", "hub", "Qwen/Qwen2.5-14B-Instruct", "the paper's setting on one 24 GB GPU, 4-bit NF4"),

@@ -190,3 +190,12 @@ def run_rollouts(
     bar.close()
     stats.wall_seconds = time.perf_counter() - start
     return stats
+
+
+def read_episodes(path: str | Path, specs: list[EpisodeSpec] | None = None) -> list[dict]:
+    """Episodes of a file, limited to `specs` when given (a file may hold more from earlier settings)."""
+    records = list(read_jsonl(path))
+    if specs is None:
+        return records
+    wanted = {s.key for s in specs}
+    return [r for r in records if episode_key(r["game_id"], r["agent"], r["condition"], r["seed"]) in wanted]

@@ -20,10 +20,6 @@ from .chat_template import chatml_template
 from .paths import cache_dir
 from .walkthroughs import cached_replays, transcript_text
 
-SMOKE_SYSTEM = (
-    "You are an agent in a household text game. Read the task and the observations, "
-    "then answer with exactly one action."
-)
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
@@ -31,7 +27,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 class SmokeSpec:
     """Everything that determines the smoke model; its hash names the cache folder."""
 
-    version: int = 2
+    version: int = 3
     seed: int = 0
     games_per_type: int = 12
     vocab_size: int = 2048
@@ -41,7 +37,7 @@ class SmokeSpec:
     kv_heads: int = 2
     intermediate_size: int = 384
     max_positions: int = 8192
-    train_steps: int = 600
+    train_steps: int = 1200
     batch_size: int = 8
     lr: float = 2e-3
     threads: int = 2  # fixed, not the machine's count: the same floats everywhere
@@ -57,14 +53,13 @@ class SmokeSpec:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def smoke_messages(record: dict, system: str = SMOKE_SYSTEM) -> list[dict]:
-    """A walkthrough as a chat: the first observation (room and task), then action/observation turns."""
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": record["observation"]}]
-    for i, step in enumerate(record["steps"]):
-        messages.append({"role": "assistant", "content": step["action"]})
-        if i < len(record["steps"]) - 1:
-            messages.append({"role": "user", "content": step["observation"]})
-    return messages
+def smoke_messages(record: dict, agent_name: str) -> list[dict]:
+    """A demonstration as the agent's own chat (no few-shot examples), ending on its last answer."""
+    from .agents import get_agent
+    from .demos import demo_turns
+
+    chat = get_agent(agent_name).messages(record["task_type"], record["observation"], demo_turns(agent_name, record), fewshot=False)
+    return chat[:-1]
 
 
 def _names(game_id: str) -> tuple[str, str]:
@@ -94,7 +89,8 @@ def augment(records: list[dict], variants: int, seed: int) -> list[dict]:
     for record in records:
         obj, rec = _names(record["game_id"])
         for _ in range(variants):
-            new = rename(record, obj, rng.choice(objects))
+            new_obj = rng.choice(objects)
+            new = {**rename(record, obj, new_obj), "target": new_obj}
             if rec != "none":
                 new = rename(new, rec, rng.choice(receptacles))
             out.append(new)
@@ -192,8 +188,9 @@ def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, v
     workers = max(1, min(4, os.cpu_count() or 1))
     cache_file = cache_dir() / "walkthroughs" / f"reserved-detours{spec.detours}.jsonl"
     records = cached_replays(games, cache_file, workers=workers, detours=spec.detours)
-    chats = [smoke_messages(r) for r in augment(records, spec.variants, spec.seed)]
-    texts = [transcript_text(r) for r in records] + [SMOKE_SYSTEM]
+    # Both agents' formats, alternating, so the smoke model answers either prompt in kind.
+    chats = [smoke_messages(r, ("react", "stateact")[i % 2]) for i, r in enumerate(augment(records, spec.variants, spec.seed))]
+    texts = [transcript_text(r) for r in records] + [m["content"] for m in chats[0] + chats[1]]
     tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     train_tokenizer(texts, spec.vocab_size).save_pretrained(tmp)

@@ -1,0 +1,83 @@
+"""Tables, figures and summaries of episode files, shared by the notebooks."""
+
+from __future__ import annotations
+
+import math
+import textwrap
+
+import pandas as pd
+
+from .alfworld_env import TYPE_ORDER
+
+
+def episodes_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per episode with the numbers the notebooks plot."""
+    rows = [
+        {
+            "game_id": r["game_id"],
+            "task_type": r["task_type"],
+            "agent": r["agent"],
+            "condition": r["condition"],
+            "won": bool(r["won"]),
+            "steps": r["steps"],
+            "tokens": r["prompt_tokens"] + r["completion_tokens"],
+            "prompt_tokens": r["prompt_tokens"],
+            "completion_tokens": r["completion_tokens"],
+            "invalid_actions": r["invalid_actions"],
+            "stop_reason": r["stop_reason"],
+        }
+        for r in records
+    ]
+    return pd.DataFrame(rows)
+
+
+def success_table(df: pd.DataFrame, by: str = "agent") -> pd.DataFrame:
+    """Success rate (%) per task type (rows, plus 'all') and `by` (columns)."""
+    table = df.pivot_table(index="task_type", columns=by, values="won", aggfunc="mean") * 100
+    table = table.reindex([t for t in TYPE_ORDER if t in table.index])
+    table.loc["all"] = df.groupby(by)["won"].mean() * 100
+    return table.round(1)
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a success rate, in %."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = successes / n
+    denom = 1 + z**2 / n
+    centre = (p + z**2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / denom
+    return (round(100 * max(0.0, centre - half), 1), round(100 * min(1.0, centre + half), 1))
+
+
+def summary(df: pd.DataFrame, by: str = "agent") -> dict:
+    """metrics.json figures per group: episodes, successes, rate with interval, steps, tokens, invalid rate."""
+    out = {}
+    for key, g in df.groupby(by):
+        wins = int(g["won"].sum())
+        out[str(key)] = {
+            "episodes": int(len(g)),
+            "successes": wins,
+            "success_rate": round(100 * wins / len(g), 1),
+            "success_ci95": wilson(wins, len(g)),
+            "mean_steps": round(float(g["steps"].mean()), 2),
+            "mean_tokens": round(float(g["tokens"].mean()), 1),
+            "invalid_action_rate": round(float(g["invalid_actions"].sum() / max(1, g["steps"].sum())), 3),
+            "per_type_success": {t: round(100 * float(x["won"].mean()), 1) for t, x in g.groupby("task_type")},
+        }
+    return out
+
+
+def render_episode(record: dict, width: int = 100, max_steps: int | None = None) -> str:
+    """An episode as a readable transcript: task, then each answer, action and observation."""
+    head = f"{record['game_id']}  [{record['agent']}, {record['condition']}]  won={record['won']}  " \
+           f"steps={record['steps']}  stop={record['stop_reason']}"
+    lines = [head, "", record["first_observation"], ""]
+    if record.get("hints"):
+        lines += ["hints: " + " | ".join(record["hints"]), ""]
+    for i, t in enumerate(record["trajectory"][:max_steps], 1):
+        mark = "" if t["valid"] else "   <- invalid"
+        answer = textwrap.indent(t["output"].strip() or "(empty)", "    ")
+        lines += [f"{i:2d}. model:", answer, f"    => {t['action']}{mark}",
+                  textwrap.fill(t["observation"], width, initial_indent="    ", subsequent_indent="    ")]
+    return "\n".join(lines)
