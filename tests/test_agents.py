@@ -1,0 +1,92 @@
+import pytest
+
+from ragdistill.agents import HINT_BEGIN, HINT_END, REACT, STATEACT, get_agent, hint_block, load_fewshot, parse_action
+from ragdistill.alfworld_env import TYPE_ORDER, is_reserved
+from ragdistill.demos import annotate, answer
+
+
+@pytest.mark.parametrize(
+    "text, action, ok",
+    [
+        ("think: the mug may be on the desk\naction: go to desk 1", "go to desk 1", True),
+        ("goal: x\nlocation: y\ninventory: nothing\nthought: z\naction: take mug 1 from desk 1", "take mug 1 from desk 1", True),
+        ("> Action: open drawer 2", "open drawer 2", True),
+        ("action: go to desk 1\naction: go to desk 2", "go to desk 2", True),
+        ("I think I should go to desk 1", "I think I should go to desk 1", False),
+        ("go to shelf 3", "go to shelf 3", True),
+        ("hmm\nput mug 1 in/on desk 1", "put mug 1 in/on desk 1", True),
+        ("", "", False),
+    ],
+)
+def test_parse_action(text, action, ok):
+    parsed = parse_action(text)
+    assert (parsed.action, parsed.parsed) == (action, ok)
+
+
+def test_hint_block_is_delimited_and_worded_the_same():
+    block = hint_block(["Open {receptacle} before looking inside.", "Heat with microwave."])
+    assert block.startswith(HINT_BEGIN) and block.endswith(HINT_END)
+    assert "prefer the observation" in block and "- Heat with microwave." in block
+
+
+@pytest.mark.parametrize("agent", [REACT, STATEACT], ids=lambda a: a.name)
+def test_system_prompt_has_two_examples_of_the_task_type(agent):
+    for task_type in TYPE_ORDER:
+        prompt = agent.system_prompt(task_type)
+        assert prompt.count("Example ") == 2 and HINT_BEGIN not in prompt
+    bare = agent.system_prompt("heat", hints=["Use {appliance}."], fewshot=False)
+    assert "Example" not in bare and HINT_BEGIN in bare
+
+
+def test_fewshot_examples_come_from_reserved_train_games():
+    for name in ("react", "stateact"):
+        examples = load_fewshot(name)
+        assert set(examples) == set(TYPE_ORDER)
+        for task_type, items in examples.items():
+            assert len(items) == 2
+            for ex in items:
+                assert ex["game_id"].startswith("train/") and is_reserved(ex["game_id"])
+                assert all(parse_action(s["answer"]).parsed for s in ex["steps"])
+
+
+def test_fewshot_actions_win_their_games(alfworld_root):
+    from ragdistill.alfworld_env import AlfworldEnv
+
+    for task_type, items in load_fewshot("react").items():
+        for ex in items:
+            env = AlfworldEnv(ex["game_id"])
+            observation, _ = env.reset()
+            assert observation == ex["observation"]
+            for s in ex["steps"]:
+                step = env.step(parse_action(s["answer"]).action)
+                assert step.observation == s["observation"]
+            assert step.won, ex["game_id"]
+            env.close()
+
+
+def test_messages_keep_the_whole_episode_with_the_room_description():
+    chat = REACT.messages("put", "You are in the middle of a room. ...\n\nYour task is to: put a mug in desk.",
+                          [("think: a\naction: go to desk 1", "You arrive at desk 1.")], fewshot=False)
+    assert [m["role"] for m in chat] == ["system", "user", "assistant", "user"]
+    assert chat[1]["content"].startswith("You are in the middle of a room.")
+
+
+def test_stateact_answer_tracks_location_and_inventory():
+    record = {
+        "game_id": "train/pick_and_place_simple-Mug-None-Desk-1/trial_x",
+        "task_type": "put",
+        "task": "put a mug in desk.",
+        "steps": [
+            {"action": "go to shelf 1", "observation": "You arrive at shelf 1. On the shelf 1, you see a mug 1."},
+            {"action": "take mug 1 from shelf 1", "observation": "You pick up the mug 1 from the shelf 1."},
+            {"action": "go to desk 1", "observation": "You arrive at desk 1."},
+            {"action": "move mug 1 to desk 1", "observation": "You move the mug 1 to the desk 1."},
+        ],
+    }
+    steps = annotate(record)
+    assert [s["location"] for s in steps] == ["the middle of the room", "shelf 1", "shelf 1", "desk 1"]
+    assert [s["inventory"] for s in steps] == [[], [], ["mug 1"], ["mug 1"]]
+    text = answer("stateact", record["task"], steps[3])
+    assert "inventory: mug 1" in text and text.endswith("action: move mug 1 to desk 1")
+    with pytest.raises(ValueError):
+        get_agent("reflexion")

@@ -1,0 +1,116 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from ragdistill.agents import get_agent
+from ragdistill.alfworld_env import balanced_sample, training_pool
+from ragdistill.backends import TransformersBackend
+from ragdistill.envpool import EnvPool
+from ragdistill.io import read_jsonl
+from ragdistill.rollout import EpisodeSpec, RolloutConfig, run_rollouts
+
+CFG = RolloutConfig(max_steps=6, batch_size=3, workers=0, fewshot=False)
+
+
+def _specs(n_games=3, seed=0):
+    games = balanced_sample(training_pool(), n_games, seed=seed)
+    return [EpisodeSpec(g.game_id, a) for g in games for a in ("react", "stateact")]
+
+
+def test_episodes_are_logged_with_exact_tokens_and_resume(smoke_model, tmp_path):
+    backend = TransformersBackend(smoke_model, batch_size=3)
+    out = tmp_path / "episodes.jsonl"
+    specs = _specs()
+    stats = run_rollouts(specs, backend, out, "smoke", CFG, progress=False)
+    records = list(read_jsonl(out))
+    assert stats.episodes == len(records) == 6 and stats.steps == sum(r["steps"] for r in records)
+    for r in records:
+        assert r["split"] == "train" and r["condition"] == "base" and r["model"] == "smoke"
+        assert 1 <= r["steps"] <= 6 and r["stop_reason"] in ("won", "max_steps", "repeated_action")
+        assert r["first_observation"].startswith("You are in the middle of a room.")
+        agent, turns, prompt_sum, completion_sum = get_agent(r["agent"]), [], 0, 0
+        for t in r["trajectory"]:
+            assert set(t) == {"prompt_tokens", "completion_tokens", "output", "action", "parsed", "observation", "valid"}
+            chat = agent.messages(r["task_type"], r["first_observation"], turns, None, CFG.fewshot)
+            assert t["prompt_tokens"] == len(backend.prompt_ids(chat))  # recounted from the log alone
+            finish = "stop" if t["completion_tokens"] == backend.count_completion_tokens(t["output"], "stop") else "length"
+            assert t["completion_tokens"] == backend.count_completion_tokens(t["output"], finish)
+            prompt_sum += t["prompt_tokens"]
+            completion_sum += t["completion_tokens"]
+            turns.append((t["output"], t["observation"]))
+        assert (r["prompt_tokens"], r["completion_tokens"]) == (prompt_sum, completion_sum)
+        assert r["invalid_actions"] == sum(not t["valid"] for t in r["trajectory"])
+    again = run_rollouts(specs, backend, out, "smoke", CFG, progress=False)
+    assert again.skipped == 6 and again.episodes == 0 and len(list(read_jsonl(out))) == 6
+
+
+def test_repeated_actions_stop_an_episode(smoke_model, tmp_path):
+    class Stubborn:
+        """A real backend whose answers are always the same command."""
+
+        def __init__(self, inner):
+            self.inner = inner
+
+        def generate(self, chats, max_new_tokens=64, stop=None):
+            outs = self.inner.generate(chats, max_new_tokens=1)
+            for o in outs:
+                o.text = "action: look"
+            return outs
+
+    out = tmp_path / "e.jsonl"
+    run_rollouts(_specs(1)[:1], Stubborn(TransformersBackend(smoke_model)), out, "smoke",
+                 RolloutConfig(max_steps=20, repeat_limit=5, workers=0, fewshot=False), progress=False)
+    (record,) = read_jsonl(out)
+    assert record["stop_reason"] == "repeated_action" and record["steps"] == 5
+
+
+def test_worker_processes_step_like_in_process_envs(alfworld_root):
+    games = [g.game_id for g in balanced_sample(training_pool(), 3, seed=1)]
+    actions = ["look", "go to countertop 1", "inventory"]
+    results = []
+    for workers in (0, 2):
+        with EnvPool(workers) as pool:
+            firsts = pool.reset_many(list(enumerate(games)))
+            steps = [pool.step_many([(i, a) for i in range(3)]) for a in actions]
+        results.append((firsts, [[s.observation for s in row] for row in steps]))
+    assert results[0] == results[1]
+
+
+KILL_SCRIPT = """
+import sys
+from ragdistill.alfworld_env import balanced_sample, training_pool
+from ragdistill.backends import TransformersBackend
+from ragdistill.models import load_model
+from ragdistill.rollout import EpisodeSpec, RolloutConfig, run_rollouts
+games = balanced_sample(training_pool(), 4, seed=2)
+specs = [EpisodeSpec(g.game_id, a) for g in games for a in ("react", "stateact")]
+run_rollouts(specs, TransformersBackend(load_model("smoke"), batch_size=2), sys.argv[1], "smoke",
+             RolloutConfig(max_steps=8, batch_size=2, workers=0, fewshot=False), progress=False)
+"""
+
+
+def test_a_killed_rollout_resumes_without_losing_or_repeating_episodes(smoke_model, tmp_path):
+    out = tmp_path / "episodes.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(out)], env=dict(os.environ))
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and len(out.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the rollout finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = len(list(read_jsonl(out)))
+    assert 2 <= before < 8
+    games = balanced_sample(training_pool(), 4, seed=2)
+    specs = [EpisodeSpec(g.game_id, a) for g in games for a in ("react", "stateact")]
+    stats = run_rollouts(specs, TransformersBackend(smoke_model, batch_size=2), out, "smoke",
+                         RolloutConfig(max_steps=8, batch_size=2, workers=0, fewshot=False), progress=False)
+    keys = Counter((r["game_id"], r["agent"]) for r in read_jsonl(out))
+    assert len(keys) == 8 and set(keys.values()) == {1}
+    assert stats.skipped == before and stats.episodes == 8 - before
