@@ -25,6 +25,14 @@ STAGES = {
 }
 
 
+# Sizes for the chain as `make run` executes it, per profile; a notebook's own defaults apply otherwise.
+# The CPU profiles play short, few episodes: without a GPU every step re-reads the whole episode.
+CHAIN_PARAMS: dict[str, dict[str, dict]] = {
+    "smoke": {"01_failure_collection": {"n_games": 6, "max_steps": 15}},
+    "cpu": {"01_failure_collection": {"n_games": 6, "max_steps": 15, "fewshot": False}},
+}
+
+
 def kernel_name() -> str:
     """The project's registered kernel when present (make venv registers it), else this Python's own."""
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -86,7 +94,8 @@ def run_chain(profile: str, run: str | None = None, extra: dict | None = None, o
             continue
         print(f"[{name}] {nb.name} ...", flush=True)
         start = time.perf_counter()
-        execute(nb, run_dir, {"profile": profile, "run": name, **(extra or {})})
+        params = {"profile": profile, "run": name, **CHAIN_PARAMS.get(profile, {}).get(nb.stem, {}), **(extra or {})}
+        execute(nb, run_dir, params)
         timings[STAGES[nb.stem]] = round(time.perf_counter() - start, 1)
         print(f"[{name}] {nb.name}: {timings[STAGES[nb.stem]]:.0f}s", flush=True)
         atomic_write_json(status_file, {"profile": profile, "run": name, "seconds": timings})

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from .alfworld_env import TYPE_ORDER, balanced_sample, reserved_games
 from .chat_template import chatml_template
@@ -154,7 +155,7 @@ def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec, 
     model.train()
     losses = []
     order: list[int] = []
-    for _ in range(spec.train_steps):
+    for _ in tqdm(range(spec.train_steps), desc="training the smoke model"):
         if len(order) < spec.batch_size:
             more = list(range(len(examples)))
             rng.shuffle(more)
