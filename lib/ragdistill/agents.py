@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 from .paths import data_dir
 
@@ -142,26 +141,3 @@ def get_agent(name: str) -> Agent:
         return AGENTS[name]
     except KeyError:
         raise ValueError(f"unknown agent {name!r}: choose one of {', '.join(AGENTS)}") from None
-
-
-@dataclass
-class EpisodeLog:
-    """One finished episode as the rollout engine writes it (one JSON line)."""
-
-    game_id: str
-    split: str
-    task_type: str
-    agent: str
-    condition: str
-    model: str
-    seed: int
-    won: bool = False
-    steps: int = 0
-    stop_reason: str = ""
-    first_observation: str = ""
-    hints: list[str] = field(default_factory=list)
-    trajectory: list[dict] = field(default_factory=list)
-
-
-def fewshot_path(agent: str) -> Path:
-    return data_dir() / "fewshot" / f"alfworld_{agent}.json"

@@ -104,7 +104,7 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     The BPE is trained behind Qwen2's own normalizer and pre-tokenizer, because AutoTokenizer loads any
     Qwen2-config checkpoint with Qwen2Tokenizer: training and every later load then split text alike.
     """
-    from tokenizers import Tokenizer, decoders, models, trainers
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
     proto = Qwen2Tokenizer().backend_tokenizer
@@ -115,7 +115,7 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers_alphabet(),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     core.train_from_iterator(texts, trainer)
@@ -127,12 +127,6 @@ def train_tokenizer(texts: list[str], vocab_size: int):
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     tok.chat_template = chatml_template(None)
     return tok
-
-
-def pre_tokenizers_alphabet() -> list[str]:
-    from tokenizers import pre_tokenizers
-
-    return pre_tokenizers.ByteLevel.alphabet()
 
 
 def _encode(tok, messages: list[dict], assistant_only: bool) -> tuple[list[int], list[int]]:
