@@ -12,7 +12,7 @@ from .alfworld_env import AlfworldEnv, Game, get_game, walkthrough
 from .io import read_jsonl, write_jsonl
 
 
-def _searching_plan(env: AlfworldEnv, game: Game, plan: list[str], detours: int, steps: list[dict]) -> list[str]:
+def _visit_elsewhere(env: AlfworldEnv, game: Game, plan: list[str], detours: int, steps: list[dict]) -> None:
     """Visit up to `detours` other receptacles before the plan's first `go to`, as a searching agent would.
 
     A visit is recorded only when the target object is not in sight there, so the demonstration never
@@ -25,13 +25,12 @@ def _searching_plan(env: AlfworldEnv, game: Game, plan: list[str], detours: int,
     target = game.task_folder.split("-")[1].lower()
     first_go = next((a for a in plan if a.startswith("go to ")), None)
     if first_go is None or detours <= 0:
-        return plan
+        return
     options = [c for c in env.admissible_commands if c.startswith("go to ") and c != first_go]
     for action in rng.sample(options, k=min(len(options), rng.randint(0, detours))):
         step = env.step(action)
         if target not in step.observation.lower():
             steps.append({"action": action, "observation": step.observation, "admissible": step.admissible})
-    return plan
 
 
 def replay(game: Game | str, detours: int = 0) -> dict:
@@ -41,7 +40,9 @@ def replay(game: Game | str, detours: int = 0) -> dict:
     try:
         observation, task = env.reset()
         steps, won = [], False
-        for action in _searching_plan(env, game, walkthrough(game), detours, steps):
+        plan = walkthrough(game)
+        _visit_elsewhere(env, game, plan, detours, steps)
+        for action in plan:
             step = env.step(action)
             steps.append({"action": action, "observation": step.observation, "admissible": step.admissible})
             won = step.won
