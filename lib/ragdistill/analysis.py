@@ -81,3 +81,33 @@ def render_episode(record: dict, width: int = 100, max_steps: int | None = None)
         lines += [f"{i:2d}. model:", answer, f"    => {t['action']}{mark}",
                   textwrap.fill(t["observation"], width, initial_indent="    ", subsequent_indent="    ")]
     return "\n".join(lines)
+
+
+def mcnemar_exact(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar p-value from the discordant pairs (a binomial test at 1/2)."""
+    from scipy.stats import binomtest
+
+    n = only_a + only_b
+    return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
+
+
+def paired(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("a", "b")) -> pd.DataFrame:
+    """Per task type, the same (game, agent) pairs under two conditions: wins of each, discordant pairs, p-value."""
+    cols = ["game_id", "agent", "task_type", "won", "tokens"]
+    m = a[cols].merge(b[cols], on=["game_id", "agent", "task_type"], suffixes=("_a", "_b"))
+    rows = {}
+    for ttype, g in list(m.groupby("task_type")) + [("all", m)]:
+        only_a = int((g.won_a & ~g.won_b).sum())
+        only_b = int((~g.won_a & g.won_b).sum())
+        rows[ttype] = {
+            "pairs": len(g),
+            f"{names[0]} wins": int(g.won_a.sum()),
+            f"{names[1]} wins": int(g.won_b.sum()),
+            f"only {names[0]}": only_a,
+            f"only {names[1]}": only_b,
+            "McNemar p": round(mcnemar_exact(only_a, only_b), 3),
+            f"{names[0]} tokens/ep": round(float(g.tokens_a.mean()), 0) if len(g) else 0.0,
+            f"{names[1]} tokens/ep": round(float(g.tokens_b.mean()), 0) if len(g) else 0.0,
+        }
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    return table.reindex([t for t in (*TYPE_ORDER, "all") if t in table.index])

@@ -115,6 +115,19 @@ class StageConfig:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
+    def input_file(self, stage: str, name: str) -> Path:
+        """A file an earlier stage of the same run wrote; a missing one says which notebook to run first."""
+        path = self.run_dir / stage / name
+        if not path.is_file():
+            from .pipeline import notebook_of
+
+            raise FileNotFoundError(
+                f"{path} not found: stage {stage} has not finished in run {self.run_name!r}. Run notebook "
+                f"{notebook_of(stage)}.ipynb with run={self.run_name!r} first (or `make run RUN={self.run_name}`, "
+                "which runs every stage in order)."
+            )
+        return path
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -201,4 +214,80 @@ class FailureConfig(RolloutStageConfig):
             raise ConfigError("n_games must be >= 1")
 
 
-__all__ = ["ConfigError", "FailureConfig", "RolloutStageConfig", "StageConfig", "TourConfig", "field"]
+def _local_profile(profile: str) -> bool:
+    return get_profile(profile).source in ("smoke", "gguf")
+
+
+@dataclass
+class HintConfig(StageConfig):
+    """Notebook 02: hints from the failures of stage 1."""
+
+    STAGE: ClassVar[str] = "02_hints"
+
+    extractor: str = "auto"  # "heuristic", "llm", or "auto": the LLM on gpu profiles when OPENAI_API_KEY is set
+    api_model: str = "gpt-4o"  # the extractor LLM on an OpenAI-compatible server
+    base_url: str = ""  # empty: OPENAI_BASE_URL or api.openai.com; the key comes from OPENAI_API_KEY only
+    max_hints: int = 4  # per failed episode (the paper: 1-4 for ALFWorld)
+    max_retries: int = 2  # a malformed answer is asked again this many times, then skipped
+    dedup_threshold: float = 0.85  # within a type, drop a hint this similar to a kept one
+    batch_size: int = 8  # episodes sent to the server at once
+    max_new_tokens: int = 400
+
+    def validate(self) -> None:
+        super().validate()
+        if self.extractor not in ("auto", "heuristic", "llm"):
+            raise ConfigError(f"extractor={self.extractor!r}: choose 'auto', 'heuristic' or 'llm'")
+        if self.extractor == "llm" and _local_profile(self.profile) and not self.base_url:
+            raise ConfigError(
+                f"extractor='llm' on the offline profile {self.profile!r} needs base_url (a local OpenAI-compatible "
+                "server such as `transformers serve` or vLLM): the smoke and cpu profiles never use the network."
+            )
+        if not 1 <= self.max_hints <= 4:
+            raise ConfigError("max_hints must be between 1 and 4")
+        if not 0 < self.dedup_threshold <= 1:
+            raise ConfigError("dedup_threshold must be in (0, 1]")
+        if self.max_retries < 0 or self.batch_size < 1:
+            raise ConfigError("max_retries must be >= 0 and batch_size >= 1")
+
+    @property
+    def resolved_extractor(self) -> str:
+        import os
+
+        if self.extractor != "auto":
+            return self.extractor
+        if not _local_profile(self.profile) and os.environ.get("OPENAI_API_KEY"):
+            return "llm"
+        return "heuristic"
+
+
+@dataclass
+class TeacherConfig(RolloutStageConfig):
+    """Notebook 03: the base agents with k retrieved hints in the system prompt."""
+
+    STAGE: ClassVar[str] = "03_teacher"
+
+    retriever: str = "auto"  # "bm25", "embedding", "llm", or "auto": the LLM selector on gpu profiles, BM25 otherwise
+    k: int = 3  # hints per episode
+    n_games: int = 0  # 0: exactly the games of stage 01 (paired comparison); else a fresh balanced sample
+    selector_base_url: str = ""  # the LLM selector on another server; empty: the agent's own model selects
+    selector_model: str = ""
+
+    def validate(self) -> None:
+        super().validate()
+        if self.retriever not in ("auto", "bm25", "embedding", "llm"):
+            raise ConfigError(f"retriever={self.retriever!r}: choose 'auto', 'bm25', 'embedding' or 'llm'")
+        if self.k < 1:
+            raise ConfigError("k must be >= 1")
+        if self.n_games < 0:
+            raise ConfigError("n_games must be >= 0 (0: the games of stage 01)")
+        if self.selector_base_url and not self.selector_model:
+            raise ConfigError("selector_base_url needs selector_model (the model name that server knows)")
+
+    @property
+    def resolved_retriever(self) -> str:
+        if self.retriever != "auto":
+            return self.retriever
+        return "bm25" if _local_profile(self.profile) else "llm"
+
+
+__all__ = ["ConfigError", "FailureConfig", "HintConfig", "TeacherConfig", "RolloutStageConfig", "StageConfig", "TourConfig", "field"]

@@ -25,6 +25,11 @@ STAGES = {
 }
 
 
+def notebook_of(stage: str) -> str:
+    """The notebook stem that writes a stage folder."""
+    return next((nb for nb, st in STAGES.items() if st == stage), stage)
+
+
 # Sizes for the chain as `make run` executes it, per profile; a notebook's own defaults apply otherwise.
 # The CPU profiles play short, few episodes: without a GPU every step re-reads the whole episode.
 CHAIN_PARAMS: dict[str, dict[str, dict]] = {

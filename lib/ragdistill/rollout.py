@@ -3,9 +3,11 @@ to a JSONL file at once, so a rerun resumes where a crash left off."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from tqdm.auto import tqdm
 
@@ -69,7 +71,12 @@ class RolloutStats:
     model_seconds: float = 0.0
     env_seconds: float = 0.0
     wall_seconds: float = 0.0
+    retrieval_seconds: float = 0.0
     skipped: int = 0
+
+
+# (spec, task type, first observation, task) for each starting episode -> hint texts for each
+HintSource = Callable[[list[tuple["EpisodeSpec", str, str, str]]], list[list[str]]]
 
 
 def _stop_reason(live: _Live, won: bool, cfg: RolloutConfig) -> str | None:
@@ -119,8 +126,14 @@ def run_rollouts(
     model_name: str,
     cfg: RolloutConfig = RolloutConfig(),
     progress: bool = True,
+    hint_source: HintSource | None = None,
 ) -> RolloutStats:
-    """Play every episode not yet in `out_path`; each finished one is appended as one JSON line."""
+    """Play every episode not yet in `out_path`; each finished one is appended as one JSON line.
+
+    `hint_source`, when given, is asked once per episode at t=0 (after the reset, before the first
+    answer) for the hints of the episodes starting now: a list of (spec, task type, first observation,
+    task) in, one list of hint texts per episode out. The hints stay in the system prompt all episode.
+    """
     out_path = Path(out_path)
     done = completed_keys(out_path)
     todo = [s for s in specs if s.key not in done]
@@ -142,8 +155,15 @@ def run_rollouts(
                 t0 = time.perf_counter()
                 firsts = pool.reset_many([(slot, spec.game_id) for slot, spec in starting])
                 stats.env_seconds += time.perf_counter() - t0
-                for (slot, spec), (observation, task) in zip(starting, firsts):
-                    game = get_game(spec.game_id)
+                games = [get_game(spec.game_id) for _, spec in starting]
+                if hint_source is not None:
+                    asked = [(spec, g.task_type, obs, task) for (_, spec), g, (obs, task) in zip(starting, games, firsts)]
+                    t0 = time.perf_counter()
+                    retrieved = hint_source(asked)
+                    stats.retrieval_seconds += time.perf_counter() - t0
+                    starting = [(slot, dataclasses.replace(spec, hints=tuple(h)))
+                                for (slot, spec), h in zip(starting, retrieved)]
+                for (slot, spec), game, (observation, task) in zip(starting, games, firsts):
                     live.append(_Live(spec, slot, game.task_type, game.split, observation, task))
             # One model call for every live episode.
             chats, agents = [], []

@@ -1,0 +1,351 @@
+"""Typed hints from failed episodes: two extractors (an LLM, and an offline heuristic), validation, dedup.
+
+A hint is one imperative sentence of at most 120 characters with placeholders (`{object}`,
+`{receptacle}`) where a game would name an instance such as `apple 1`. Hints are keyed by task type,
+and each remembers the episode it came from.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .alfworld_env import NOTHING_HAPPENS, TYPE_ORDER, get_game, walkthrough
+from .analysis import render_episode
+from .io import append_jsonl, read_jsonl
+from .rollout import episode_key
+
+MAX_CHARS = 120
+DEDUP_THRESHOLD = 0.85
+# An instance name is a word followed by a number ("apple 1", "drawer 12"): hints must use placeholders.
+_INSTANCE = re.compile(r"\b[a-z]+\s*\d+\b", re.IGNORECASE)
+_PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
+# The appliance that each task type needs, and the verb that uses it.
+APPLIANCE = {"heat": ("heat", "microwave"), "cool": ("cool", "fridge"), "clean": ("clean", "sinkbasin")}
+
+
+class HintFormatError(ValueError):
+    """An extractor's answer is not a valid hint list; the message says what is wrong."""
+
+
+@dataclass
+class Hint:
+    """One hint of the bank, with where it came from."""
+
+    id: str
+    task_type: str
+    text: str
+    episode: str  # the episode key (game|agent|condition|seed)
+    game_id: str
+    agent: str
+    extractor: str
+
+
+# ---------------------------------------------------------------- validation
+
+
+def validate_hints(raw: str | list | dict, max_hints: int = 4, min_hints: int = 1) -> list[str]:
+    """Parse an extractor's answer (JSON text, a list, or {"hints": [...]}) and check it against the schema."""
+    data = raw
+    if isinstance(raw, str):
+        text = raw.strip()
+        fenced = re.search(r"```(?:json)?\s*(.*?)```", text, re.DOTALL)  # models often fence their JSON
+        if fenced:
+            text = fenced.group(1).strip()
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise HintFormatError(f"not valid JSON ({err.msg} at position {err.pos})") from None
+    if isinstance(data, dict):
+        if "hints" not in data:
+            raise HintFormatError(f"JSON object without a 'hints' key (keys: {', '.join(map(str, data)) or 'none'})")
+        data = data["hints"]
+    if not isinstance(data, list):
+        raise HintFormatError(f"'hints' should be a list of strings, not {type(data).__name__}")
+    if not min_hints <= len(data) <= max_hints:
+        raise HintFormatError(f"{len(data)} hints; between {min_hints} and {max_hints} are allowed")
+    hints = []
+    for i, h in enumerate(data, 1):
+        if not isinstance(h, str):
+            raise HintFormatError(f"hint {i} is {type(h).__name__}, not a string")
+        h = " ".join(h.split())
+        if not h:
+            raise HintFormatError(f"hint {i} is empty")
+        if len(h) > MAX_CHARS:
+            raise HintFormatError(f"hint {i} has {len(h)} characters; at most {MAX_CHARS}")
+        inst = _INSTANCE.search(_PLACEHOLDER.sub("", h))
+        if inst:
+            raise HintFormatError(f"hint {i} names the instance {inst.group(0)!r}; use a placeholder such as {{object}}")
+        hints.append(h)
+    return hints
+
+
+# ---------------------------------------------------------------- the heuristic extractor
+
+
+def task_names(game_id: str) -> dict[str, str]:
+    """Object, target receptacle (and lamp for examine tasks) from `<type>-<Object>-<Mrecep>-<Recep>-<scene>`."""
+    parts = game_id.split("/")[1].split("-")
+    names = {"object": parts[1].lower(), "receptacle": parts[3].lower()}
+    if parts[0] == "look_at_obj_in_light":
+        names["lamp"] = parts[3].lower()
+    return names
+
+
+def _kind(instance: str) -> str:
+    """`countertop 2` -> `countertop`."""
+    return re.sub(r"\s*\d+$", "", instance.strip())
+
+
+def _source_place(game_id: str, obj: str) -> str | None:
+    """Where the expert found the object: the receptacle type of its first `take`."""
+    for action in walkthrough(get_game(game_id)):
+        m = re.match(rf"take {re.escape(obj)} \d+ from (.+)", action)
+        if m:
+            return _kind(m.group(1))
+    return None
+
+
+def diagnose(record: dict) -> list[str]:
+    """Typed hints for one failed episode, from its trajectory and the game's expert plan (most telling first)."""
+    ttype = record["task_type"]
+    names = task_names(record["game_id"])
+    obj = names["object"]
+    steps = record["trajectory"]
+    actions = [s["action"].lower() for s in steps]
+    observations = [s["observation"] for s in steps]
+    found: list[str] = []
+
+    def add(text: str) -> None:
+        if text not in found:
+            found.append(text)
+
+    picked = [a for a, o in zip(actions, observations) if a.startswith("take ") and o.startswith("You pick up")]
+    picked_target = [a for a in picked if re.match(rf"take {re.escape(obj)} \d+", a)]
+    saw_target = any(re.search(rf"\b{re.escape(obj)} \d+", o) for o in observations)
+    invalid = sum(not s["valid"] for s in steps)
+    nothing = sum(o.strip() == NOTHING_HAPPENS for o in observations)
+
+    # The task's own step first: skipped processing, wrong appliance, the lamp never used.
+    if ttype in APPLIANCE:
+        verb, appliance = APPLIANCE[ttype]
+        used = [a for a in actions if a.startswith(f"{verb} ")]
+        if any(appliance not in a for a in used):
+            add(f"{verb.capitalize()} the {{object}} with the {appliance} only; other appliances do nothing here.")
+        done_at = next((i for i, a in enumerate(actions) if a.startswith(f"{verb} ") and appliance in a), None)
+        moved_early = any(a.startswith("move ") and (done_at is None or i < done_at) for i, a in enumerate(actions))
+        if picked_target and done_at is None:
+            add(f"{verb.capitalize()} the {{object}} with the {appliance} before you move it to the {{receptacle}}.")
+        elif picked_target and moved_early:
+            add(f"Go to the {appliance} and {verb} the {{object}} there first, then bring it to the {{receptacle}}.")
+    if ttype == "examine":
+        lamp = names.get("lamp", "desklamp")
+        if picked_target and not any(a.startswith("use ") for a in actions):
+            add(f"Carry the {{object}} to the {lamp} and use the {lamp} while you hold it.")
+        if not picked_target and any(a.startswith("use ") for a in actions):
+            add("Find and take the {object} first; using the lamp with empty hands does not finish the task.")
+    if ttype == "puttwo":
+        placed = sum(a.startswith("move ") and o.startswith("You move") for a, o in zip(actions, observations))
+        if placed == 1:
+            add("After placing the first {object}, search again for the second one and place it too.")
+    # Finding the object.
+    if not picked_target:
+        place = _source_place(record["game_id"], obj)
+        if place:
+            add(f"To find the {obj}, search the {place}s early; that is where it is often kept.")
+        if saw_target:
+            add("As soon as you see the {object}, take it from that receptacle before going anywhere else.")
+        elif any("is closed" in o for o in observations) and not any(a.startswith("open ") for a in actions):
+            add("Open a closed receptacle before searching it; closed ones hide the objects inside.")
+        else:
+            add("Go to each receptacle in turn, opening closed ones, until you see the {object}.")
+    wrong = [a for a in picked if a not in picked_target]
+    if wrong:
+        add("Take only the object the task names; leave other objects where they are.")
+    # Handling mistakes.
+    for i, (a, o) in enumerate(zip(actions, observations)):
+        if a.startswith("take ") and o.strip() == NOTHING_HAPPENS:
+            add("Take the {object} only from the receptacle where you just saw it, using the name shown there.")
+            break
+    if any(a.startswith(("move ", "put ")) and o.strip() == NOTHING_HAPPENS for a, o in zip(actions, observations)):
+        if not picked_target:
+            add("Take the {object} first; you can only move an object you are holding.")
+        else:
+            add("Go to the {receptacle} before you move the {object} to it.")
+    if picked_target and not any(a.startswith("move ") and o.startswith("You move") for a, o in zip(actions, observations)):
+        add("Once the {object} is ready, go to the {receptacle} and move the {object} to it.")
+    # How the episode went wrong overall.
+    if steps and invalid / len(steps) >= 0.5:
+        add("Answer with exactly one game command per turn, such as 'go to {receptacle}' or 'take {object} from {receptacle}'.")
+    if record.get("stop_reason") == "repeated_action" or nothing >= 3:
+        add("If a command changes nothing, do not repeat it; try another receptacle or another command.")
+    visits = Counter(a for a, o in zip(actions, observations) if a.startswith("go to ") and o.startswith("You arrive"))
+    if visits and max(visits.values()) >= 3:
+        add("Remember where you have looked; do not go back to a receptacle you already searched.")
+    if not found:
+        add("Check the task again and plan the steps it needs before you act.")
+    return found
+
+
+def heuristic_hints(record: dict, max_hints: int = 4) -> list[str]:
+    """The heuristic extractor: the first `max_hints` diagnoses, validated like an LLM's answer."""
+    return validate_hints(diagnose(record)[:max_hints], max_hints=max_hints)
+
+
+# ---------------------------------------------------------------- the LLM extractor
+
+EXTRACTOR_SYSTEM = (
+    "You improve a text-game agent. You read one failed episode of a household task ({task_type}) and write "
+    "{min_hints} to {max_hints} short rules that would have made the agent succeed. Each rule is one imperative "
+    "sentence of at most 120 characters, general enough for other games of the same task type: write "
+    "placeholders such as {{object}} and {{receptacle}} instead of instance names like 'apple 1' (no numbers). "
+    'Answer with JSON only, in this form: {{"hints": ["rule one", "rule two"]}}'
+)
+
+
+def extractor_messages(record: dict, max_hints: int = 4) -> list[dict]:
+    """The extractor's chat: the rules of the answer, then the whole episode (few-shot examples left out)."""
+    system = EXTRACTOR_SYSTEM.format(task_type=record["task_type"], min_hints=1, max_hints=max_hints)
+    episode = render_episode(record, width=160)
+    return [{"role": "system", "content": system}, {"role": "user", "content": f"Failed episode:\n\n{episode}"}]
+
+
+def _retry_message(error: str) -> dict:
+    return {"role": "user", "content": f"That answer was rejected: {error}. Answer again with JSON only."}
+
+
+def _generate(backend, chats: list[list[dict]], max_new_tokens: int) -> list[str]:
+    """Ask for JSON where the backend can enforce it (OpenAI-compatible servers)."""
+    import inspect
+
+    kwargs = {"json_mode": True} if "json_mode" in inspect.signature(backend.generate).parameters else {}
+    return [c.text for c in backend.generate(chats, max_new_tokens=max_new_tokens, **kwargs)]
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def key_of(record: dict) -> str:
+    return episode_key(record["game_id"], record["agent"], record["condition"], record["seed"])
+
+
+def extract_all(
+    failures: list[dict],
+    log_path: Path,
+    extractor: str = "heuristic",
+    backend=None,
+    max_hints: int = 4,
+    max_retries: int = 2,
+    batch_size: int = 8,
+    max_new_tokens: int = 400,
+    progress: bool = True,
+) -> list[dict]:
+    """Extract hints from every failure not yet in `log_path`; one JSON line per episode (resumable).
+
+    Each line holds the episode key, the status (`ok` or `skipped`), the hints, and every raw answer
+    with the reason it was rejected, so nothing the extractor said is lost. An API error leaves the
+    episode out of the log, so a rerun tries it again.
+    """
+    from tqdm.auto import tqdm
+
+    from .backends import BackendError
+
+    done = {r["episode"] for r in read_jsonl(log_path)}
+    todo = [r for r in failures if key_of(r) not in done]
+    api_errors: list[str] = []
+    bar = tqdm(total=len(todo), desc="extracting", disable=not progress)
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        if extractor == "heuristic":
+            for r in batch:
+                entry = {"episode": key_of(r), "task_type": r["task_type"], "game_id": r["game_id"],
+                         "agent": r["agent"], "extractor": "heuristic", "attempts": []}
+                try:
+                    entry.update(status="ok", hints=heuristic_hints(r, max_hints))
+                except HintFormatError as err:
+                    entry.update(status="skipped", hints=[], reason=str(err))
+                append_jsonl(log_path, entry)
+            bar.update(len(batch))
+            continue
+        chats = {key_of(r): extractor_messages(r, max_hints) for r in batch}
+        entries = {key_of(r): {"episode": key_of(r), "task_type": r["task_type"], "game_id": r["game_id"],
+                               "agent": r["agent"], "extractor": extractor, "attempts": []} for r in batch}
+        pending = list(chats)
+        for attempt in range(max_retries + 1):
+            if not pending:
+                break
+            try:
+                answers = _generate(backend, [chats[k] for k in pending], max_new_tokens)
+            except BackendError as err:
+                api_errors.append(str(err))
+                for k in pending:
+                    entries.pop(k)  # not logged: a rerun tries these episodes again
+                pending = []
+                break
+            still = []
+            for k, text in zip(pending, answers):
+                try:
+                    hints = validate_hints(text, max_hints=max_hints)
+                    entries[k]["attempts"].append({"raw": text, "error": None})
+                    entries[k].update(status="ok", hints=hints)
+                except HintFormatError as err:
+                    entries[k]["attempts"].append({"raw": text, "error": str(err)})
+                    chats[k] = chats[k] + [{"role": "assistant", "content": text}, _retry_message(str(err))]
+                    still.append(k)
+            pending = still
+        for k in pending:
+            last = entries[k]["attempts"][-1]["error"]
+            entries[k].update(status="skipped", hints=[], reason=f"malformed after {max_retries + 1} attempts: {last}")
+        for entry in entries.values():
+            append_jsonl(log_path, entry)
+        bar.update(len(batch))
+    bar.close()
+    if api_errors and len(api_errors) * batch_size >= len(todo):
+        raise RuntimeError(
+            f"The extractor's server failed for every batch: {api_errors[-1]} The episodes done so far are kept in "
+            f"{log_path}; fix the server or key and rerun to continue."
+        )
+    return list(read_jsonl(log_path))
+
+
+def similarity(a: str, b: str) -> float:
+    """String-similarity ratio in [0, 1]: rapidfuzz's normalised Indel similarity (difflib's ratio), case-folded."""
+    from rapidfuzz import fuzz
+
+    return fuzz.ratio(a.lower(), b.lower()) / 100.0
+
+
+def build_bank(entries: list[dict], threshold: float = DEDUP_THRESHOLD) -> tuple[list[Hint], dict]:
+    """Typed, deduplicated bank: within a type, a hint more similar than `threshold` to a kept one is dropped."""
+    kept: dict[str, list[Hint]] = {t: [] for t in TYPE_ORDER}
+    raw = Counter()
+    for e in entries:
+        if e.get("status") != "ok":
+            continue
+        ttype = e["task_type"]
+        for text in e["hints"]:
+            raw[ttype] += 1
+            bank = kept.setdefault(ttype, [])
+            if any(similarity(text, h.text) > threshold for h in bank):
+                continue
+            bank.append(Hint(f"{ttype}-{len(bank):03d}", ttype, text, e["episode"], e["game_id"], e["agent"], e["extractor"]))
+    hints = [h for t in kept for h in kept[t]]
+    stats = {t: {"raw": raw[t], "kept": len(kept[t])} for t in kept}
+    return hints, stats
+
+
+def save_bank(path: Path, hints: list[Hint]) -> None:
+    from .io import write_jsonl
+
+    write_jsonl(path, [asdict(h) for h in hints])
+
+
+def load_bank(path: str | Path) -> dict[str, list[Hint]]:
+    """The bank keyed by task type, in bank order."""
+    bank: dict[str, list[Hint]] = {}
+    for r in read_jsonl(path):
+        bank.setdefault(r["task_type"], []).append(Hint(**r))
+    return bank
