@@ -14,7 +14,10 @@ PIP     := $(BIN)/python -m pip
 SHARED_DATA      ?= ../shared/data
 ALFWORLD_DATA    ?= $(HOME)/.cache/alfworld
 ALFWORLD_ARCHIVE ?= $(wildcard $(SHARED_DATA)/alfworld_json_2.1.3.tar.xz)
-export ALFWORLD_DATA ALFWORLD_ARCHIVE
+# WebShop is optional for `make data`: fetched when an archive is given or WEBSHOP_DATA exists already.
+WEBSHOP_DATA     ?= $(HOME)/.cache/webshop
+WEBSHOP_ARCHIVE  ?= $(wildcard $(SHARED_DATA)/webshop_small_1000.tar.xz)
+export ALFWORLD_DATA ALFWORLD_ARCHIVE WEBSHOP_DATA WEBSHOP_ARCHIVE
 
 # One thread per process: torch's default thread count is far slower on a busy small machine.
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
@@ -25,6 +28,7 @@ help:
 	@echo "make run     run the notebook chain on PROFILE=$(PROFILE) into outputs/runs/ (RUN=<dir> resumes one)"
 	@echo "make test    run the test suite"
 	@echo "make data    unpack or download the ALFWorld data into ALFWORLD_DATA=$(ALFWORLD_DATA)"
+	@echo "             and the WebShop data into WEBSHOP_DATA=$(WEBSHOP_DATA) (from WEBSHOP_ARCHIVE)"
 
 $(STAMP): pyproject.toml requirements/constraints.txt requirements/no-deps.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
