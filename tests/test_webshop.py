@@ -76,7 +76,8 @@ def test_missing_data_says_how_to_get_it(tmp_path, monkeypatch):
 
 def test_asking_for_webshop_without_data_exits_2_with_the_message(tmp_path):
     env = dict(os.environ, WEBSHOP_DATA=str(tmp_path / "nowhere"), WEBSHOP_ARCHIVE="")
-    result = subprocess.run([sys.executable, "-m", "ragdistill.data", "webshop"], env=env, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "ragdistill.data", "webshop"]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert result.returncode == 2
     assert "WEBSHOP_ARCHIVE=" in result.stderr and "WEBSHOP_DATA" in result.stderr
 
@@ -157,7 +158,8 @@ def test_splits_are_fixed_disjoint_and_cover_every_category(shop, webshop_root):
 def _product(**kw) -> Product:
     base = dict(
         asin="B000000001", title="Acme Cotton Crew Neck T-Shirt for Men", description="A soft shirt.",
-        bullets=("Machine wash", "100% cotton"), options={"color": ("navy blue", "heather grey"), "size": ("small", "x-large")},
+        bullets=("Machine wash", "100% cotton"),
+        options={"color": ("navy blue", "heather grey"), "size": ("small", "x-large")},
         price_tag="$20.0", price=20.0, category="fashion", query="men's t-shirts",
         product_category="Clothing, Shoes & Jewelry › Men › Clothing › Shirts › T-Shirts",
         attributes=("machine wash", "cotton spandex"),
@@ -167,7 +169,8 @@ def _product(**kw) -> Product:
 
 def _goal(**kw) -> Goal:
     base = dict(
-        goal_id="synthetic/B000000001/0", asin="B000000001", instruction="...", attributes=("machine wash", "short sleeve"),
+        goal_id="synthetic/B000000001/0", asin="B000000001", instruction="...",
+        attributes=("machine wash", "short sleeve"),
         options=(("color", "navy blue"), ("size", "small")), price_upper=30.0, category="fashion",
         title="Acme Cotton Crew Neck T-Shirt for Men", query="men's t-shirts",
         product_category="Clothing, Shoes & Jewelry › Men › Clothing › Shirts › T-Shirts",
@@ -208,11 +211,13 @@ def test_reward_type_levels():
     goal = _goal(attributes=(), options=(), query="t-shirts",
                  product_category="Clothing › Men › Shirts", title="Acme Cotton Crew Neck T-Shirt")
     assert title_nouns(goal.title) == {"acme", "cotton", "crew", "neck", "shirt"}
+
     def r_type(**kw):
         return purchase_reward(_product(**kw), {}, 1.0, goal).r_type
     far = dict(query="other", product_category="Home › Kitchen")
     assert r_type(query="t-shirts", product_category="X", title="Zeta Shirt Dress") == 1.0  # same query
-    assert r_type(query="other", product_category="Clothing › Men › Pants", title="Zeta Shirt Dress") == 1.0  # 2 levels
+    two_levels = "Clothing › Men › Pants"  # shares Clothing and Men with the goal's path
+    assert r_type(query="other", product_category=two_levels, title="Zeta Shirt Dress") == 1.0
     assert r_type(**far, title="Acme Shirt Dress") == 1.0  # 2 of 5 nouns > 0.2
     assert r_type(**far, title="Zeta Shirt Dress") == 0.5  # 1 of 5 nouns: some overlap, nothing else
     long_goal = _goal(attributes=(), options=(), title="Acme Cotton Crew Neck Shirt Pocket Tee Top Gift Box Set")
@@ -320,18 +325,26 @@ def test_oracle_policy_scores_near_one(shop):
     assert sum(rewards) / len(rewards) >= 0.95
 
 
-def test_random_policy_scores_far_less(shop):
+def test_random_policies_score_far_less(shop):
     rng = random.Random(0)
-    rewards = []
+    walk, purchase = [], []
     for goal in list_goals("test"):
         env = _env(goal)
         _, instruction = env.reset()
-        for _ in range(15):
+        for _ in range(15):  # random clicks after searching the instruction: rarely buys at all
             action = f"search[{instruction}]" if env.has_search_bar else rng.choice(env.available_actions())
             if env.step(action).done:
                 break
-        rewards.append(env.reward)
-    assert sum(rewards) / len(rewards) < 0.5
+        walk.append(env.reward)
+        env.reset()  # always buys: a random result of the instruction's search with random options
+        env.step(f"search[{instruction}]")
+        asin = rng.choice([a[6:-1] for a in env.available_actions() if a[6:-1] not in ("back to search", "next >")])
+        env.step(f"click[{asin}]")
+        for values in shop.products[asin.upper()].options.values():
+            env.step(f"click[{rng.choice(values)}]")
+        assert env.step("click[buy now]").done
+        purchase.append(env.reward)
+    assert sum(walk) / len(walk) < 0.5 and sum(purchase) / len(purchase) < 0.5
 
 
 # Search index -------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Finding and fetching the benchmark data (ALFWorld via ALFWORLD_DATA, alfworld's own convention; WebShop via WEBSHOP_DATA)."""
+"""Finding and fetching the benchmark data: ALFWorld via ALFWORLD_DATA (its own convention), WebShop via WEBSHOP_DATA."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ def unpack_webshop_archive(archive: Path, root: Path) -> None:
         inner = Path(tmp) / "webshop"
         src = inner if inner.is_dir() else Path(tmp)
         if not webshop_is_ready(src):
-            raise DataNotFoundError(f"{archive} holds no items_shuffle*.json and items_ins_v2*.json: is it a WebShop archive?")
+            raise DataNotFoundError(f"{archive} holds no items_shuffle*.json with items_ins_v2*.json: not WebShop's?")
         # Products last: a folder is ready only once its products file is there, so a crash part-way
         # leaves a folder that is still "not ready" and the next `make data` unpacks again.
         files = sorted(p for p in src.iterdir() if p.is_file() and p.suffix == ".json")
@@ -187,7 +187,7 @@ def fetch_webshop(archive: str | None = None, root: Path | None = None) -> Path:
         return root
     archive = archive if archive is not None else os.environ.get("WEBSHOP_ARCHIVE", "")
     if not archive:
-        raise DataNotFoundError(_webshop_missing_message(root, f"no WEBSHOP_ARCHIVE was given and {root} holds no WebShop files"))
+        raise DataNotFoundError(_webshop_missing_message(root, f"no WEBSHOP_ARCHIVE was given and {root} is empty"))
     print(f"Unpacking {archive} into {root} ...")
     unpack_webshop_archive(Path(archive).expanduser(), root)
     return require_webshop(root)

@@ -1,9 +1,10 @@
 """WebShop products, prices, goals and splits, read from WebShop's own files in WEBSHOP_DATA.
 
 Products (`items_shuffle*.json`) are read as WebShop reads them: title = `name`, bullets =
-`small_description`, option names and values lower-cased (`/` in a value becomes ` | `, spaces collapsed), entries with an
-id that is `nan` or longer than 10 characters skipped, repeated ids kept once (the first). Repeated
-values of one option are kept once too, so every goal is distinct. Attributes come from `items_ins_v2*.json`.
+`small_description`, option names and values lower-cased (`/` in a value becomes ` | `, spaces collapsed),
+entries with an id that is `nan` or longer than 10 characters skipped, repeated ids kept once (the first).
+Repeated values of one option are kept once too, so every goal is distinct (6,901 goals on the small set
+where WebShop's own count, with the repeats, is 6,910). Attributes come from `items_ins_v2*.json`.
 
 Prices: a product's listed price; for a listed range (`$19.99 - $27.99`) a uniform draw inside it; 100.0
 when none is listed. The draw is seeded by the product id alone, so a product's price is the same on the
@@ -175,7 +176,8 @@ def synthetic_goals(product: Product, entry: dict) -> list[Goal]:
         options = tuple(zip(names, values))
         option_text = " with " + ", and ".join(f"{n}: {v}" for n, v in options) if options else ""
         ceiling = draw_ceiling(goal_id, product.price)
-        goals.append(_goal(goal_id, product, instruction + option_text + _price_text(ceiling), wanted, options, ceiling))
+        text = instruction + option_text + _price_text(ceiling)
+        goals.append(_goal(goal_id, product, text, wanted, options, ceiling))
     return goals
 
 

@@ -2,7 +2,12 @@
 
 Pages and actions follow WebShop's text mode: segments joined by ` [SEP] `, actions `search[<query>]` and
 `click[<button or value, lower-cased>]`. An action the current page does not offer changes nothing and
-says so. Buying ends the episode with WebShop's reward (see webshop_reward).
+says so. Buying ends the episode with WebShop's reward (see webshop_reward). In a rollout loop:
+
+    env = WebShopEnv(get_goal(goal_id))       # or WebShopEnv(goal_id); goals from list_goals("test")
+    observation, instruction = env.reset()
+    step = env.step("search[red dress]")      # WebShopStep(observation, done, won, admissible, reward)
+    ...                                       # env.reward: the episode's reward (0 until a purchase)
 """
 
 from __future__ import annotations
@@ -14,14 +19,19 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from .paths import cache_dir
-from .webshop_data import Goal, Product, Shop, load_shop
+from .webshop_data import WEBSHOP_CATEGORIES, WEBSHOP_SPLITS, Goal, Product, Shop, get_goal, list_goals, load_shop
 from .webshop_reward import Reward, purchase_reward
+
+# The goal helpers are re-exported so a rollout loop needs only this module.
+__all__ = ["WEBSHOP_CATEGORIES", "WEBSHOP_SPLITS", "Goal", "SearchIndex", "WebShopEnv", "WebShopStep", "get_goal",
+           "list_goals", "oracle_actions"]
 
 SEP = " [SEP] "
 TOP_K = 50  # WebShop's search returns at most 50 products
@@ -36,6 +46,7 @@ SUBPAGES = ("description", "features", "reviews")
 _ACTION = re.compile(r"^(search|click)\[(.*)\]$", re.DOTALL)
 
 
+@lru_cache(maxsize=1)
 def _stemmer():
     import Stemmer
 
@@ -243,7 +254,8 @@ class WebShopEnv:
         s = self._require()
         if s.page == "results":
             start = (s.page_no - 1) * PAGE_SIZE
-            buttons = [BACK] + ([PREV] if s.page_no > 1 else []) + ([NEXT] if start + PAGE_SIZE < len(s.results) else [])
+            buttons = [BACK] + ([PREV] if s.page_no > 1 else [])
+            buttons += [NEXT] if start + PAGE_SIZE < len(s.results) else []
             return buttons + [a.lower() for a in s.results[start : start + PAGE_SIZE]]
         if s.page == "item":
             values = [v for vals in self._product.options.values() for v in vals]
