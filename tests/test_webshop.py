@@ -304,8 +304,8 @@ def test_buying_ends_the_episode_with_the_reward(shop):
     step = env.step("click[buy now]")
     assert step.done and step.won and step.reward == 1.0 == env.reward
     assert step.observation.startswith("Thank you for shopping with us! [SEP] Purchased [SEP] " + goal.asin)
-    with pytest.raises(RuntimeError, match="reset"):
-        env.step("click[back to search]")
+    after = env.step("click[back to search]")  # nothing changes once bought
+    assert after.done and not after.admissible and after.reward == 1.0 and "reset()" in after.observation
     env.reset()
     assert env.reward == 0.0 and env.purchase is None
 

@@ -280,7 +280,9 @@ class WebShopEnv:
         """Take one action; one the page does not offer leaves the state as it was."""
         s = self._require()
         if s.page == "done":
-            raise RuntimeError("the episode is over (something was bought): call reset()")
+            # No exception: a loop that stops only on `won` (ALFWorld's habit) must not crash on a lost purchase.
+            text = "The episode is over: something was bought. Call reset() to start again."
+            return WebShopStep(text, True, self.purchase.won, False, self.reward)
         parsed = parse_action(action)
         if parsed is None or not self._apply(*parsed):
             listed = ", ".join(self.available_actions())
