@@ -1,11 +1,8 @@
 import json
 import os
-import socket
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -13,6 +10,8 @@ import pytest
 
 from ragdistill.agents import REACT
 from ragdistill.backends import BackendError, OpenAIBackend, TransformersBackend
+
+from conftest import free_port
 
 OBS = "You are in the middle of a room. Looking quickly around you, you see a desk 1, a shelf 1.\n\nYour task is to: put a mug in desk."
 
@@ -45,42 +44,6 @@ def test_stop_strings_cut_the_text(smoke_model):
     assert "action:" not in comp.text and comp.finish_reason == "stop"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def served_smoke(smoke_model, tmp_path_factory):
-    """`transformers serve` with the smoke model on loopback, offline."""
-    port = _free_port()
-    hub_cache = tmp_path_factory.mktemp("hub")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hub_cache), OMP_NUM_THREADS="1")
-    exe = Path(sys.executable).parent / "transformers"
-    log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w")
-    proc = subprocess.Popen(
-        [str(exe), "serve", smoke_model.path, "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited: see {log.name}")
-            time.sleep(1)
-    else:
-        proc.kill()
-        raise RuntimeError("transformers serve did not start within 180 s")
-    yield url + "/v1"
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
-
-
 def test_openai_backend_against_transformers_serve(served_smoke, smoke_model):
     backend = OpenAIBackend(smoke_model.path, base_url=served_smoke, max_retries=2, backoff=0.1)
     chats = _chats(3)
@@ -92,7 +55,7 @@ def test_openai_backend_against_transformers_serve(served_smoke, smoke_model):
 
 
 def test_unreachable_server_is_a_clear_error():
-    backend = OpenAIBackend("m", base_url=f"http://127.0.0.1:{_free_port()}/v1", max_retries=1, backoff=0.01)
+    backend = OpenAIBackend("m", base_url=f"http://127.0.0.1:{free_port()}/v1", max_retries=1, backoff=0.01)
     with pytest.raises(BackendError, match="cannot reach the server .* Is it running"):
         backend.generate([[{"role": "user", "content": "hi"}]])
 

@@ -85,20 +85,3 @@ def test_a_bad_parameter_fails_the_notebook_with_the_config_message(alfworld_roo
     with pytest.raises(pm.PapermillExecutionError) as err:
         execute(NOTEBOOKS[0], outputs / "runs" / "bad", {"profile": "smoke", "gmae_index": 1})
     assert "unknown parameter 'gmae_index'" in str(err.value) and "did you mean 'game_index'" in str(err.value)
-
-
-@pytest.mark.slow
-def test_notebook_01_collects_failures_on_smoke(alfworld_root, smoke_model, outputs):
-    params = {"n_games": 6, "max_steps": 12, "batch_size": 12, "workers": 2}
-    run_dir = run_chain("smoke", run="nb01", only=["01_failures"], extra=params)
-    stage = run_dir / "01_failures"
-    metrics = json.loads((stage / "metrics.json").read_text())
-    lines = (stage / "episodes.jsonl").read_text().splitlines()
-    assert metrics["episodes"] == len(lines) == 12 and metrics["games"] == 6
-    assert metrics["successes"] + metrics["failures"] == 12
-    assert set(metrics["per_agent"]) == {"react", "stateact"}
-    episodes = [json.loads(line) for line in lines]
-    assert all(e["split"] == "train" and e["steps"] <= 12 for e in episodes)
-    assert metrics["prompt_tokens"] == sum(e["prompt_tokens"] for e in episodes)
-    config = json.loads((stage / "config.json").read_text())
-    assert config["n_games"] == 6 and config["max_steps"] == 12

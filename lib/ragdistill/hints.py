@@ -27,6 +27,38 @@ _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 APPLIANCE = {"heat": ("heat", "microwave"), "cool": ("cool", "fridge"), "clean": ("clean", "sinkbasin")}
 
 
+# The heuristic extractor's templates that do not depend on the game (typed ones are built below).
+GENERIC = {
+    "search": "Go to each receptacle in turn, opening closed ones, until you see the {object}.",
+    "take_seen": "As soon as you see the {object}, take it from that receptacle before going anywhere else.",
+    "open": "Open a closed receptacle before searching it; closed ones hide the objects inside.",
+    "only_target": "Take only the object the task names; leave other objects where they are.",
+    "take_where_seen": "Take the {object} only from the receptacle where you just saw it, using the name shown there.",
+    "hold_first": "Take the {object} first; you can only move an object you are holding.",
+    "go_first": "Go to the {receptacle} before you move the {object} to it.",
+    "finish": "Once the {object} is ready, go to the {receptacle} and move the {object} to it.",
+    "format": "Answer with exactly one game command per turn, such as 'go to {receptacle}' or 'take {object} from {receptacle}'.",
+    "no_repeat": "If a command changes nothing, do not repeat it; try another receptacle or another command.",
+    "no_revisit": "Remember where you have looked; do not go back to a receptacle you already searched.",
+    "second": "After placing the first {object}, search again for the second one and place it too.",
+    "lamp_first": "Find and take the {object} first; using the lamp with empty hands does not finish the task.",
+    "plan": "Check the task again and plan the steps it needs before you act.",
+}
+
+
+def appliance_hint(task_type: str) -> str | None:
+    """The processing rule of heat/cool/clean tasks."""
+    if task_type not in APPLIANCE:
+        return None
+    verb, appliance = APPLIANCE[task_type]
+    return f"{verb.capitalize()} the {{object}} with the {appliance} before you move it to the {{receptacle}}."
+
+
+def location_hint(obj: str, place: str) -> str:
+    """Where an object of this kind was found by the expert."""
+    return f"To find the {obj}, search the {place}s early; that is where it is often kept."
+
+
 class HintFormatError(ValueError):
     """An extractor's answer is not a valid hint list; the message says what is wrong."""
 
@@ -138,7 +170,7 @@ def diagnose(record: dict) -> list[str]:
         done_at = next((i for i, a in enumerate(actions) if a.startswith(f"{verb} ") and appliance in a), None)
         moved_early = any(a.startswith("move ") and (done_at is None or i < done_at) for i, a in enumerate(actions))
         if picked_target and done_at is None:
-            add(f"{verb.capitalize()} the {{object}} with the {appliance} before you move it to the {{receptacle}}.")
+            add(appliance_hint(ttype))
         elif picked_target and moved_early:
             add(f"Go to the {appliance} and {verb} the {{object}} there first, then bring it to the {{receptacle}}.")
     if ttype == "examine":
@@ -146,47 +178,47 @@ def diagnose(record: dict) -> list[str]:
         if picked_target and not any(a.startswith("use ") for a in actions):
             add(f"Carry the {{object}} to the {lamp} and use the {lamp} while you hold it.")
         if not picked_target and any(a.startswith("use ") for a in actions):
-            add("Find and take the {object} first; using the lamp with empty hands does not finish the task.")
+            add(GENERIC["lamp_first"])
     if ttype == "puttwo":
         placed = sum(a.startswith("move ") and o.startswith("You move") for a, o in zip(actions, observations))
         if placed == 1:
-            add("After placing the first {object}, search again for the second one and place it too.")
+            add(GENERIC["second"])
     # Finding the object.
     if not picked_target:
         place = _source_place(record["game_id"], obj)
         if place:
-            add(f"To find the {obj}, search the {place}s early; that is where it is often kept.")
+            add(location_hint(obj, place))
         if saw_target:
-            add("As soon as you see the {object}, take it from that receptacle before going anywhere else.")
+            add(GENERIC["take_seen"])
         elif any("is closed" in o for o in observations) and not any(a.startswith("open ") for a in actions):
-            add("Open a closed receptacle before searching it; closed ones hide the objects inside.")
+            add(GENERIC["open"])
         else:
-            add("Go to each receptacle in turn, opening closed ones, until you see the {object}.")
+            add(GENERIC["search"])
     wrong = [a for a in picked if a not in picked_target]
     if wrong:
-        add("Take only the object the task names; leave other objects where they are.")
+        add(GENERIC["only_target"])
     # Handling mistakes.
     for i, (a, o) in enumerate(zip(actions, observations)):
         if a.startswith("take ") and o.strip() == NOTHING_HAPPENS:
-            add("Take the {object} only from the receptacle where you just saw it, using the name shown there.")
+            add(GENERIC["take_where_seen"])
             break
     if any(a.startswith(("move ", "put ")) and o.strip() == NOTHING_HAPPENS for a, o in zip(actions, observations)):
         if not picked_target:
-            add("Take the {object} first; you can only move an object you are holding.")
+            add(GENERIC["hold_first"])
         else:
-            add("Go to the {receptacle} before you move the {object} to it.")
+            add(GENERIC["go_first"])
     if picked_target and not any(a.startswith("move ") and o.startswith("You move") for a, o in zip(actions, observations)):
-        add("Once the {object} is ready, go to the {receptacle} and move the {object} to it.")
+        add(GENERIC["finish"])
     # How the episode went wrong overall.
     if steps and invalid / len(steps) >= 0.5:
-        add("Answer with exactly one game command per turn, such as 'go to {receptacle}' or 'take {object} from {receptacle}'.")
+        add(GENERIC["format"])
     if record.get("stop_reason") == "repeated_action" or nothing >= 3:
-        add("If a command changes nothing, do not repeat it; try another receptacle or another command.")
+        add(GENERIC["no_repeat"])
     visits = Counter(a for a, o in zip(actions, observations) if a.startswith("go to ") and o.startswith("You arrive"))
     if visits and max(visits.values()) >= 3:
-        add("Remember where you have looked; do not go back to a receptacle you already searched.")
+        add(GENERIC["no_revisit"])
     if not found:
-        add("Check the task again and plan the steps it needs before you act.")
+        add(GENERIC["plan"])
     return found
 
 

@@ -33,8 +33,14 @@ def notebook_of(stage: str) -> str:
 # Sizes for the chain as `make run` executes it, per profile; a notebook's own defaults apply otherwise.
 # The CPU profiles play short, few episodes: without a GPU every step re-reads the whole episode.
 CHAIN_PARAMS: dict[str, dict[str, dict]] = {
-    "smoke": {"01_failure_collection": {"n_games": 6, "max_steps": 15}},
-    "cpu": {"01_failure_collection": {"n_games": 6, "max_steps": 15, "fewshot": False}},
+    "smoke": {
+        "01_failure_collection": {"n_games": 6, "max_steps": 15},
+        "03_teacher_generation": {"max_steps": 15},
+    },
+    "cpu": {
+        "01_failure_collection": {"n_games": 6, "max_steps": 15, "fewshot": False},
+        "03_teacher_generation": {"max_steps": 15, "fewshot": False},
+    },
 }
 
 

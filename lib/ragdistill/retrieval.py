@@ -53,7 +53,7 @@ class BM25Retriever:
 
         # Placeholders carry no meaning for matching: "{object}" would match every task.
         cleaned = [re.sub(r"\{[a-z_]+\}", " ", t) for t in texts]
-        return bm25s.tokenize(cleaned, stopwords="en", stemmer=self.stemmer, return_ids=False, show_progress=False)
+        return bm25s.tokenize(cleaned, stopwords="english", stemmer=self.stemmer, return_ids=False, show_progress=False)
 
     def scores(self, task_type: str, query: str) -> np.ndarray:
         """BM25 score of every hint of the type, in bank order."""

@@ -1,0 +1,140 @@
+"""Retrieval at t=0: each retriever on a small bank where the right answer is known."""
+
+import json
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from ragdistill.backends import OpenAIBackend, TransformersBackend
+from ragdistill.hints import Hint
+from ragdistill.retrieval import (
+    BM25Retriever,
+    EmbeddingRetriever,
+    LLMSelector,
+    make_retriever,
+    parse_indices,
+    query_text,
+    retrieve_many,
+)
+
+TEXTS = [
+    "Heat the {object} with the microwave before you move it to the {receptacle}.",
+    "To find the apple, search the countertops early; that is where it is often kept.",
+    "To find the mug, search the coffeemachines early; that is where it is often kept.",
+    "To find the potato, search the fridges early; that is where it is often kept.",
+    "Open a closed receptacle before searching it; closed ones hide the objects inside.",
+    "If a command changes nothing, do not repeat it; try another receptacle or another command.",
+]
+BANK = {
+    "heat": [Hint(f"heat-{i:03d}", "heat", t, f"e{i}", "g", "react", "heuristic") for i, t in enumerate(TEXTS)],
+    "cool": [Hint("cool-000", "cool", "Cool the {object} with the fridge first.", "e", "g", "react", "heuristic")],
+}
+ROOM = "You are in the middle of a room. Looking quickly around you, you see a cabinet 1, a countertop 1, a fridge 1."
+
+
+def _query(obj: str) -> str:
+    return query_text(ROOM + f"\n\nYour task is to: heat some {obj} and put it in garbagecan.", f"heat some {obj} and put it in garbagecan.")
+
+
+@pytest.mark.parametrize("retriever_cls", [BM25Retriever, EmbeddingRetriever], ids=["bm25", "embedding"])
+def test_the_hint_about_the_task_object_beats_the_other_objects(retriever_cls):
+    retriever = retriever_cls(BANK)
+    for obj, index in (("apple", 1), ("mug", 2), ("potato", 3)):
+        ranked = [h.text for h in retriever.retrieve("heat", _query(obj), k=len(TEXTS))]
+        assert ranked.index(TEXTS[index]) <= 1  # first, or second after the heating rule
+        assert all(ranked.index(TEXTS[index]) < ranked.index(TEXTS[j]) for j in (1, 2, 3) if j != index)
+
+
+@pytest.mark.parametrize("name", ["bm25", "embedding"])
+def test_different_tasks_get_different_hints(name):
+    """The paper's BM25 ablation indexed category names, so every task got the same hints."""
+    retriever = make_retriever(name, BANK)
+    picks = {obj: [h.id for h in retriever.retrieve("heat", _query(obj), k=3)] for obj in ("apple", "mug", "potato")}
+    assert len({tuple(p) for p in picks.values()}) == 3
+    assert all(len(p) == len(set(p)) == 3 for p in picks.values())
+
+
+def test_only_the_task_type_bank_is_used_and_k_is_capped():
+    for name in ("bm25", "embedding"):
+        retriever = make_retriever(name, BANK)
+        assert [h.id for h in retriever.retrieve("cool", _query("apple"), k=3)] == ["cool-000"]
+        assert retriever.retrieve("examine", _query("apple"), k=3) == []
+
+
+def test_bm25_ignores_placeholders_and_falls_back_to_bank_order():
+    retriever = BM25Retriever(BANK)
+    # "{object}" is in hint 0 but must not match a query that says "object".
+    assert retriever.scores("heat", "object receptacle")[0] == 0
+    assert [h.id for h in retriever.retrieve("heat", "zzz qqq", k=2)] == ["heat-000", "heat-001"]
+
+
+@pytest.mark.parametrize(
+    "text, expected, ok",
+    [
+        ('{"indices": [3, 1, 2]}', [2, 0, 1], True),
+        ("[2, 5]", [1, 4, 0], False),  # short: padded in bank order
+        ('{"indices": [9, 2, 2]}', [1, 0, 2], False),  # out of range and repeated numbers dropped
+        ("rules 1 and 2 look good", [0, 1, 2], False),
+        ('Answer: {"indices": [6, 5, 4]} done', [5, 4, 3], True),
+    ],
+)
+def test_selector_answers_are_parsed_and_padded(text, expected, ok):
+    assert parse_indices(text, n=6, k=3) == (expected, ok)
+
+
+class _KeywordModel(BaseHTTPRequestHandler):
+    """An OpenAI-compatible server whose 'model' reads the numbered rules in the prompt and answers with the
+    numbers of the rules sharing the most words with the new game (ties: lowest number)."""
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][-1]["content"]
+        k = int(re.search(r"Choose the (\d+) rules", prompt).group(1))
+        rules_part, game = prompt.split("New game:", 1)
+        words = set(re.findall(r"[a-z]+", game.lower()))
+        rules = re.findall(r"^(\d+)\. (.+)$", rules_part, re.MULTILINE)
+        ranked = sorted(rules, key=lambda r: (-len(words & set(re.findall(r"[a-z]+", r[1].lower()))), int(r[0])))
+        text = json.dumps({"indices": [int(n) for n, _ in ranked[:k]]})
+        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                 "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+        data = json.dumps(reply).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_llm_selector_through_a_server_that_follows_the_prompt():
+    server = HTTPServer(("127.0.0.1", 0), _KeywordModel)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = OpenAIBackend("keywords", base_url=f"http://127.0.0.1:{server.server_port}/v1", max_retries=0)
+        selector = LLMSelector(BANK, backend)
+        requests = [("heat", _query(o)) for o in ("apple", "mug")] + [("cool", _query("apple"))]
+        picks = retrieve_many(selector, requests, k=2)
+    finally:
+        server.shutdown()
+    assert TEXTS[1] in [h.text for h in picks[0]] and TEXTS[2] in [h.text for h in picks[1]]
+    assert TEXTS[2] not in [h.text for h in picks[0]]
+    assert [h.id for h in picks[2]] == ["cool-000"]  # a bank of k or fewer: no call
+    assert selector.calls == 2 and selector.malformed == 0
+
+
+def test_llm_selector_with_a_model_that_cannot_follow_pads_and_counts(smoke_model):
+    selector = LLMSelector(BANK, TransformersBackend(smoke_model, batch_size=2), max_new_tokens=16)
+    picks = selector.retrieve_many([("heat", _query("apple")), ("heat", _query("mug"))], k=3)
+    assert all(len(p) == 3 and len({h.id for h in p}) == 3 for p in picks)
+    assert selector.calls == 2 and 0 <= selector.malformed <= 2
+    assert "1. Heat the {object}" in selector.messages("heat", _query("apple"), 3)[0]["content"]
+
+
+def test_the_llm_selector_needs_a_backend():
+    with pytest.raises(ValueError, match="needs a chat backend"):
+        make_retriever("llm", BANK)
