@@ -538,6 +538,7 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
             peft_config=lora_config(cfg),
             callbacks=callbacks,
         )
+        trainable, total = trainer.model.get_nb_trainable_parameters()
         before = mean_loss(trainer.model, data.ids[:n_loss], data.masks[:n_loss]) if n_loss else None
         if resume:
             print(f"[{name}] resuming from {resume}")
@@ -565,6 +566,8 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
             "loss_before": before,
             "loss_after": after,
             "loss_examples": n_loss,
+            "trainable_parameters": trainable,
+            "total_parameters": total,
             "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cfg.cuda else None,
             "device": torch.cuda.get_device_name() if cfg.cuda else "cpu",
             "load_4bit": cfg.use_4bit,
