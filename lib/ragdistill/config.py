@@ -290,4 +290,22 @@ class TeacherConfig(RolloutStageConfig):
         return "bm25" if _local_profile(self.profile) else "llm"
 
 
-__all__ = ["ConfigError", "FailureConfig", "HintConfig", "TeacherConfig", "RolloutStageConfig", "StageConfig", "TourConfig", "field"]
+@dataclass
+class DehintConfig(StageConfig):
+    """Notebook 04: the teacher's successes without hints, and the base agents' successes, as chat examples."""
+
+    STAGE: ClassVar[str] = "04_dehint"
+
+    keep_fewshot: bool = False  # the paper strips the few-shot examples too; the student is evaluated the same way
+    max_length: int = 4096  # tokens; longer examples are never truncated: see `overlong`
+    overlong: str = "drop"  # "drop" the example, or "keep" it whole (training then needs max_length that fits)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.overlong not in ("drop", "keep"):
+            raise ConfigError(f"overlong={self.overlong!r}: choose 'drop' or 'keep' (examples are never truncated)")
+        if self.max_length < 64:
+            raise ConfigError("max_length must be >= 64 tokens")
+
+
+__all__ = ["ConfigError", "DehintConfig", "FailureConfig", "HintConfig", "TeacherConfig", "RolloutStageConfig", "StageConfig", "TourConfig", "field"]
