@@ -82,6 +82,8 @@ def test_config_checks_and_resolves():
         StudentConfig.from_params({"adapters": ["distilled", "teacher"]})
     with pytest.raises(ConfigError, match="overlong"):
         StudentConfig.from_params({"overlong": "truncate"})
+    with pytest.raises(ConfigError, match="lr_scheduler='linaer'"):
+        StudentConfig.from_params({"lr_scheduler": "linaer"})
     with pytest.raises(ConfigError, match="multiple of per_device_batch"):
         StudentConfig.from_params({"per_device_batch": 3})
     cli = parse_args(["--run", "123", "--adapters", "sft", "--load-4bit", "none", "--max-steps", "3", "--learning-rate", "1e-3"])
@@ -214,6 +216,9 @@ def test_an_interrupted_training_resumes_and_a_finished_adapter_is_skipped(smoke
     again = train_adapter(longer, "sft")
     assert again["reused"] and again["steps"] == 6
     assert (cfg.adapter_dir("sft") / "adapter_model.safetensors").stat().st_mtime == mtime
+    # A finished adapter asked for a different length is trained again, not passed off as the longer one.
+    shorter = train_adapter(StudentConfig.from_params({**FAST, "run": run04, "max_steps": 2, "adapters": ["sft"]}), "sft")
+    assert not shorter.get("reused") and shorter["steps"] == 2 and shorter["resumed_from"] is None
     # New data from stage 04 makes the finished adapter stale: it is trained again from scratch.
     path = cfg.input_file("sft")
     path.write_text("".join(path.read_text().splitlines(keepends=True)[:3]))

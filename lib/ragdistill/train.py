@@ -100,6 +100,13 @@ class StudentConfig(StageConfig):
             )
         if self.learning_rate <= 0 or not 0 <= self.warmup_ratio < 1 or not 0 <= self.lora_dropout < 1:
             raise ConfigError("learning_rate must be > 0, warmup_ratio and lora_dropout in [0, 1)")
+        from transformers.trainer_utils import SchedulerType
+        from transformers.training_args import OptimizerNames
+
+        if self.lr_scheduler not in {s.value for s in SchedulerType}:
+            raise ConfigError(f"lr_scheduler={self.lr_scheduler!r}: one of {', '.join(s.value for s in SchedulerType)}")
+        if self.optim not in {o.value for o in OptimizerNames}:
+            raise ConfigError(f"optim={self.optim!r} is not an optimizer transformers knows (e.g. adamw_torch, paged_adamw_8bit)")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("set epochs > 0 or max_steps > 0")
         for name in ("lora_r", "lora_alpha"):
@@ -505,14 +512,15 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
         return _skipped(name, reason, data)
     fingerprint = settings_fingerprint(cfg, data)
     adapter_dir, ckpt_dir = cfg.adapter_dir(name), cfg.checkpoint_dir(name)
+    schedule = {"epochs": cfg.epochs, "max_steps": cfg.max_steps}
     done = finished_result(cfg, name)
-    if done and done.get("fingerprint") == fingerprint:
+    if done and done.get("fingerprint") == fingerprint and done.get("schedule") == schedule:
         print(f"[{name}] finished already ({adapter_dir}): skipped. Delete that folder to train it again.")
         return {**done, "reused": True}
     stamp = ckpt_dir / "fingerprint.txt"
     stale = done or (stamp.is_file() and stamp.read_text().strip() != fingerprint)
     if stale and is_main_process():
-        print(f"[{name}] the data or settings changed since it was trained: training again from scratch.")
+        print(f"[{name}] the data, settings, epochs or max_steps changed since it was trained: training again from scratch.")
         shutil.rmtree(adapter_dir, ignore_errors=True)
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     resume = None if stale else _last_checkpoint(ckpt_dir)
@@ -572,6 +580,7 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
             "device": torch.cuda.get_device_name() if cfg.cuda else "cpu",
             "load_4bit": cfg.use_4bit,
             "fingerprint": fingerprint,
+            "schedule": schedule,
             "adapter_dir": str(adapter_dir),
         }
         if is_main_process():
