@@ -70,15 +70,29 @@ def build_cpu_checkpoint(dest: Path | None = None) -> Path:
 
 
 def model_path(profile: str | Profile) -> str:
-    """Local folder (smoke, cpu: built on first use) or Hub id (gpu-*)."""
+    """Local folder (smoke, cpu: built on first use) or Hub id (gpu-*).
+
+    The `cpu` model is SmolLM2-135M-Instruct after its warm-start (warmstart.py): a short LoRA on expert
+    demonstrations of reserved train games, merged, the miniature's stand-in for a 7B model's prior skill.
+    """
     profile = get_profile(profile) if isinstance(profile, str) else profile
     if profile.source == "smoke":
         from .smoke import build_smoke_model
 
         return str(build_smoke_model())
     if profile.source == "gguf":
-        return str(build_cpu_checkpoint())
+        from .warmstart import build_warm_checkpoint
+
+        return str(build_warm_checkpoint())
     return profile.model_id
+
+
+def base_checkpoint(profile: str | Profile) -> str:
+    """The profile's model before any warm-start (for the `cpu` profile: SmolLM2-135M-Instruct as released)."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    if profile.source == "gguf":
+        return str(build_cpu_checkpoint())
+    return model_path(profile)
 
 
 def bnb_config(compute_dtype: torch.dtype | None = None):
@@ -102,13 +116,17 @@ def load_model(
     load_4bit: bool | None = None,
     adapter: str | None = None,
     device: str | None = None,
+    untrained: bool = False,
 ) -> LoadedModel:
-    """Load the profile's model and tokenizer; 4-bit NF4 by default on CUDA, off on CPU unless forced."""
+    """Load the profile's model and tokenizer; 4-bit NF4 by default on CUDA, off on CPU unless forced.
+
+    `untrained=True` loads the model before its warm-start (`base_checkpoint`), for a "before" view.
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     prof = get_profile(profile)
     start = time.perf_counter()
-    path = model_path(prof)
+    path = base_checkpoint(prof) if untrained else model_path(prof)
     cuda = torch.cuda.is_available() and device != "cpu"
     use_4bit = cuda if load_4bit is None else load_4bit
     kwargs: dict = {}

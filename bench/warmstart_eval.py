@@ -1,0 +1,136 @@
+"""How often the `cpu` profile's base agent wins after its warm-start (or before, with --untrained).
+
+Plays a balanced subset of valid_unseen without few-shot examples, as the later stages do with this
+profile, and prints wins/episodes with a 95% Wilson interval, mean steps, the invalid-action rate and the
+seconds per episode. Episodes run one at a time with each episode's KV cache kept between its turns
+(only the new observation is prefilled at each step), on one thread.
+
+    python bench/warmstart_eval.py --games 12 --agents react,stateact --max-steps 30
+    python bench/warmstart_eval.py --games 12 --agents react --untrained
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+
+from ragdistill.alfworld_env import balanced_sample, list_games  # noqa: E402
+from ragdistill.analysis import wilson  # noqa: E402
+from ragdistill.backends import Completion, TransformersBackend  # noqa: E402
+from ragdistill.models import load_model  # noqa: E402
+from ragdistill.rollout import EpisodeSpec, RolloutConfig, read_episodes, run_rollouts  # noqa: E402
+
+
+class CachedBackend(TransformersBackend):
+    """One chat at a time; the KV cache of the previous call is reused up to the common token prefix."""
+
+    def __init__(self, loaded):
+        super().__init__(loaded, batch_size=1)
+        self._ids: list[int] = []
+        self._cache = None
+
+    @torch.no_grad()
+    def _generate_batch(self, chats, max_new_tokens, stop):
+        from ragdistill.backends import _cut_at_stop
+
+        (chat,) = chats
+        prompt = self.prompt_ids(chat)
+        common = 0
+        for a, b in zip(self._ids, prompt):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(prompt) - 1)
+        if self._cache is not None and common > 0:
+            self._cache.crop(common)
+            cache = self._cache
+        else:
+            cache = None
+        ids = torch.tensor([prompt], device=self.loaded.device)
+        out = self.loaded.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            past_key_values=cache,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tok.pad_token_id,
+            eos_token_id=sorted(self.eos_ids),
+            return_dict_in_generate=True,
+        )
+        row = out.sequences[0].tolist()
+        self._cache = out.past_key_values
+        self._ids = row[: self._cache.get_seq_length()]
+        new = row[len(prompt):]
+        end = next((i for i, t in enumerate(new) if t in self.eos_ids), None)
+        new = new if end is None else new[:end]
+        text = self.tok.decode(new, skip_special_tokens=True)
+        text, stopped = _cut_at_stop(text, stop)
+        reason = "stop" if end is not None or stopped else "length"
+        return [Completion(text, len(prompt), self.count_completion_tokens(text, reason), reason)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="cpu")
+    parser.add_argument("--split", default="valid_unseen")
+    parser.add_argument("--games", type=int, default=12)
+    parser.add_argument("--agents", default="react,stateact")
+    parser.add_argument("--max-steps", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--untrained", action="store_true", help="the model before its warm-start")
+    parser.add_argument("--out", default=None, help="episodes JSONL (default: a file under /tmp, resumable)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    loaded = load_model(args.profile, untrained=args.untrained, device="cpu")
+    backend = CachedBackend(loaded)
+    games = balanced_sample(list_games(args.split), args.games, seed=args.seed)
+    agents = args.agents.split(",")
+    specs = [EpisodeSpec(g.game_id, a) for a in agents for g in games]
+    tag = "untrained" if args.untrained else Path(loaded.path).name
+    out = Path(args.out or f"/tmp/warmstart_eval-{tag}-{args.split}-{args.games}-{args.max_steps}.jsonl")
+    cfg = RolloutConfig(max_steps=args.max_steps, batch_size=1, workers=0, fewshot=False)
+    start = time.perf_counter()
+    run_rollouts(specs, backend, out, f"{args.profile}:{tag}", cfg)
+    wall = time.perf_counter() - start
+    episodes = read_episodes(out, specs)
+
+    report = {"model": loaded.path, "split": args.split, "games": args.games, "max_steps": args.max_steps, "rows": {}}
+    for agent in agents + ["all"]:
+        eps = [e for e in episodes if agent == "all" or e["agent"] == agent]
+        if not eps:
+            continue
+        wins = sum(e["won"] for e in eps)
+        steps = sum(e["steps"] for e in eps)
+        lo, hi = wilson(wins, len(eps))
+        row = {
+            "wins": wins,
+            "episodes": len(eps),
+            "rate": round(100 * wins / len(eps), 1),
+            "interval95": [lo, hi],
+            "mean_steps": round(steps / len(eps), 1),
+            "invalid_rate": round(100 * sum(e["invalid_actions"] for e in eps) / max(1, steps), 1),
+            "seconds_per_episode": round(sum(e["seconds"] for e in eps) / len(eps), 1),
+            "by_type": {t: f"{sum(e['won'] for e in eps if e['task_type'] == t)}/{sum(e['task_type'] == t for e in eps)}"
+                        for t in dict.fromkeys(e["task_type"] for e in eps)},
+        }
+        report["rows"][agent] = row
+        print(
+            f"{agent:9s} {wins}/{len(eps)} won = {row['rate']}% (95% {lo}-{hi}%), mean steps {row['mean_steps']}, "
+            f"invalid {row['invalid_rate']}%, {row['seconds_per_episode']} s/episode; by type {row['by_type']}"
+        )
+    report["wall_seconds_this_run"] = round(wall, 1)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""The `cpu` profile's warm-start: a short LoRA on expert demonstrations of reserved train games.
+
+SmolLM2-135M-Instruct out of the box answers ALFWorld in prose and wins almost no game, so every later
+stage would have nothing to work with. The paper's 7B model brings some skill at the game natively; this
+warm-start is the miniature's stand-in for that prior skill. It learns from walkthroughs of the reserved
+slice of train (`alfworld_env.reserved_games`, never used by any later stage, never an evaluation game),
+replayed with a few searching visits to other receptacles first, written in the agents' own formats
+(ReAct and StateAct, alternating). The LoRA is merged into the weights and saved as a plain checkpoint,
+built once and cached under `cache_dir()/models/smollm2-135m-warm-<key>`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .alfworld_env import balanced_sample, is_reserved, reserved_games
+from .paths import cache_dir
+
+TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class WarmSpec:
+    """Everything that determines the warm-started model; its hash names the cache folder."""
+
+    version: int = 1
+    seed: int = 0
+    games: int = 180  # balanced over the six task types, from the reserved slice of train
+    detours: int = 3  # up to this many visits elsewhere before the walkthrough's first `go to`
+    agents: tuple[str, ...] = ("react", "stateact")  # demonstration formats, alternating
+    lora_r: int = 32
+    lora_alpha: int = 64
+    lr: float = 1e-3
+    batch_size: int = 4  # demonstrations per optimizer step (gradients accumulated, no padding)
+    epochs: int = 1
+    max_tokens: int = 3072  # longer demonstrations are left out
+    threads: int = 1
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+    @property
+    def steps(self) -> int:
+        return math.ceil(self.games * self.epochs / self.batch_size)
+
+
+def demo_games(spec: WarmSpec) -> list:
+    """The reserved train games the warm-start learns from (asserted: no evaluation game among them)."""
+    games = balanced_sample(reserved_games(), spec.games, seed=spec.seed)
+    bad = [g.game_id for g in games if g.split != "train" or not is_reserved(g.game_id)]
+    if bad:
+        raise AssertionError(f"warm-start games outside the reserved slice of train: {bad[:3]}")
+    return games
+
+
+def demo_records(spec: WarmSpec, workers: int = 2) -> list[dict]:
+    """Walkthrough replays (with searching detours) of the demonstration games, cached as JSONL."""
+    from .walkthroughs import cached_replays
+
+    cache_file = cache_dir() / "walkthroughs" / f"reserved-detours{spec.detours}.jsonl"
+    records = cached_replays(demo_games(spec), cache_file, workers=workers, detours=spec.detours)
+    return [r for r in records if r["won"]]
+
+
+def demo_chats(records: list[dict], agents: tuple[str, ...] = ("react", "stateact")) -> list[list[dict]]:
+    """Each demonstration as its agent's chat (no few-shot examples), ending on the last answer."""
+    from .smoke import smoke_messages
+
+    return [smoke_messages(r, agents[i % len(agents)]) for i, r in enumerate(records)]
+
+
+def default_dest(spec: WarmSpec) -> Path:
+    return cache_dir() / "models" / f"smollm2-135m-warm-{spec.key()}"
+
+
+def _lr_at(step: int, total: int, peak: float) -> float:
+    warmup = max(1, total // 10)
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
+
+
+def train_lora(model, examples: list[tuple[list[int], list[int]]], spec: WarmSpec, progress: bool = True):
+    """LoRA training, `epochs` passes; assistant tokens only carry loss. Returns (PEFT model, loss per step)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(spec.seed)
+    config = LoraConfig(
+        r=spec.lora_r,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=list(TARGET_MODULES),
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, config)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
+    rng = random.Random(spec.seed)
+    order: list[int] = []
+    for _ in range(spec.epochs):
+        epoch = list(range(len(examples)))
+        rng.shuffle(epoch)
+        order += epoch
+    batches = [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
+    peft_model.train()
+    losses = []
+    for step, batch in enumerate(tqdm(batches, desc="warm-start (LoRA)", disable=not progress)):
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, len(batches), spec.lr)
+        # Loss averaged over the assistant tokens of the whole batch, one sequence at a time (no padding).
+        n_tokens = sum(sum(1 for m in examples[i][1] if m) for i in batch)
+        total = 0.0
+        for i in batch:
+            ids, mask = examples[i]
+            labels = torch.tensor([t if m else -100 for t, m in zip(ids, mask)])[1:]
+            logits = peft_model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+            loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum") / max(1, n_tokens)
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        losses.append(total)
+    peft_model.eval()
+    return peft_model, losses
+
+
+def build_warm_checkpoint(
+    spec: WarmSpec = WarmSpec(),
+    base: str | Path | None = None,
+    dest: Path | None = None,
+    records: list[dict] | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+) -> Path:
+    """Build (once) and return the folder of the warm-started model: base + merged LoRA, a plain checkpoint.
+
+    `base` defaults to the converted SmolLM2-135M-Instruct; tests pass the smoke model. `records` (walkthrough
+    replays) default to those of the reserved demonstration games.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from .train import encode, has_generation_markers
+
+    dest = Path(dest) if dest else default_dest(spec)
+    if (dest / "config.json").is_file():
+        return dest
+    if base is None:
+        from .models import build_cpu_checkpoint
+
+        base = build_cpu_checkpoint()
+    start = time.perf_counter()
+    records = demo_records(spec) if records is None else records
+    bad = [r["game_id"] for r in records if not is_reserved(r["game_id"])]
+    if bad:
+        raise AssertionError(f"warm-start demonstrations outside the reserved slice of train: {bad[:3]}")
+    tok = AutoTokenizer.from_pretrained(base)
+    if not has_generation_markers(tok.chat_template):
+        raise RuntimeError(f"the chat template of {base} has no generation markers: cannot mask the loss")
+    examples, dropped = [], 0
+    for chat in demo_chats(records, spec.agents):
+        ids, mask = encode(tok, chat)
+        if len(ids) > spec.max_tokens:
+            dropped += 1
+            continue
+        examples.append((ids, mask))
+    if not examples:
+        raise RuntimeError("no warm-start demonstration fits max_tokens")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        peft_model, losses = train_lora(model, examples, spec, progress=progress)
+        merged = peft_model.merge_and_unload()
+    finally:
+        torch.set_num_threads(threads)
+
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    merged.save_pretrained(tmp)
+    tok.save_pretrained(tmp)  # keeps the marked chat template
+    info = {
+        "spec": asdict(spec),
+        "base": str(base),
+        "train_games": [r["game_id"] for r in records],
+        "examples": len(examples),
+        "dropped_too_long": dropped,
+        "tokens": sum(len(ids) for ids, _ in examples),
+        "assistant_tokens": sum(sum(m) for _, m in examples),
+        "optimizer_steps": len(losses),
+        "loss_first": losses[0],
+        "loss_last": sum(losses[-5:]) / min(5, len(losses)),
+        "losses": [round(x, 4) for x in losses],
+        "seconds": round(time.perf_counter() - start, 1),
+        "threads": spec.threads,
+    }
+    (tmp / "warmstart.json").write_text(json.dumps(info, indent=2))
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(dest)
+    except OSError:  # another process built it first
+        shutil.rmtree(tmp, ignore_errors=True)
+    if verbose:
+        print(
+            f"warm-started {Path(base).name} on {len(examples)} demonstrations in {info['seconds']:.0f}s: "
+            f"loss {info['loss_first']:.2f} -> {info['loss_last']:.2f}"
+        )
+    return dest
+
+
+def warmstart_info(path: str | Path) -> dict | None:
+    """The build figures stored beside a warm-started checkpoint, if any."""
+    f = Path(path) / "warmstart.json"
+    return json.loads(f.read_text()) if f.is_file() else None

@@ -1,0 +1,83 @@
+"""The cpu profile's warm-start, on a tiny scale: which games it learns from, its cache key, a 2-step build.
+
+The full build (~20 minutes on one core) is never triggered here; bench/warmstart_eval.py measures it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ragdistill.alfworld_env import is_reserved, list_games, training_pool
+from ragdistill.warmstart import WarmSpec, build_warm_checkpoint, demo_chats, demo_games, demo_records
+
+
+def test_demonstrations_come_only_from_reserved_train_games(alfworld_root):
+    spec = WarmSpec()
+    games = demo_games(spec)
+    ids = {g.game_id for g in games}
+    assert len(ids) == spec.games == len(games)
+    assert all(g.split == "train" and is_reserved(g.game_id) for g in games)
+    evaluation = {g.game_id for s in ("valid_seen", "valid_unseen") for g in list_games(s)}
+    assert not ids & evaluation
+    assert not ids & {g.game_id for g in training_pool()}  # never used by a later stage either
+    # Balanced over the six task types.
+    counts = {t: sum(g.task_type == t for g in games) for t in {g.task_type for g in games}}
+    assert len(counts) == 6 and max(counts.values()) - min(counts.values()) <= 1
+
+
+def test_spec_key_changes_with_the_spec():
+    base = WarmSpec()
+    assert base.key() == WarmSpec().key()
+    keys = {base.key(), WarmSpec(detours=0).key(), WarmSpec(lr=5e-4).key(), WarmSpec(games=120).key(),
+            WarmSpec(agents=("react",)).key()}
+    assert len(keys) == 5
+    assert base.steps == 45
+
+
+def test_demonstration_chats_are_the_agents_formats(alfworld_root):
+    records = demo_records(WarmSpec(games=2), workers=1)
+    assert len(records) == 2 and all(r["won"] for r in records)
+    react, stateact = demo_chats(records)
+    assert react[-1]["role"] == stateact[-1]["role"] == "assistant"
+    assert react[2]["content"].startswith("think: ") and "\naction: " in react[2]["content"]
+    assert stateact[2]["content"].startswith("goal: ") and "\naction: " in stateact[2]["content"]
+    assert "Example 1" not in react[0]["content"]  # no few-shot examples, as the cpu agents play
+
+
+def test_tiny_build_on_the_smoke_model_gives_a_plain_changed_checkpoint(smoke_model, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ragdistill.train import has_generation_markers
+
+    spec = WarmSpec(games=2, batch_size=1, lr=1e-2)
+    dest = build_warm_checkpoint(spec, base=smoke_model.path, dest=tmp_path / "warm", progress=False, verbose=False)
+    assert (dest / "config.json").is_file() and not (dest / "adapter_config.json").exists()
+    info = json.loads((dest / "warmstart.json").read_text())
+    assert info["optimizer_steps"] == 2 and info["examples"] == 2 and info["spec"]["games"] == 2
+    assert all(is_reserved(g) for g in info["train_games"])
+    assert build_warm_checkpoint(spec, base=smoke_model.path, dest=dest) == dest  # cached: no rebuild
+
+    tok = AutoTokenizer.from_pretrained(dest)
+    assert has_generation_markers(tok.chat_template)
+    warm = AutoModelForCausalLM.from_pretrained(dest).eval()
+    assert not any("lora" in name for name, _ in warm.named_parameters())
+    chat = [{"role": "user", "content": "You are in the middle of a room.\n\nYour task is to: put a mug in desk."}]
+    ids = torch.tensor([tok.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]])
+    with torch.no_grad():
+        after = warm(input_ids=ids).logits
+        before = smoke_model.model(input_ids=ids).logits
+    assert after.shape == before.shape and not torch.allclose(after, before, atol=1e-4)
+
+
+def test_model_path_cpu_is_the_warm_checkpoint_and_base_is_untrained(monkeypatch):
+    import ragdistill.models as models
+    import ragdistill.warmstart as warmstart
+
+    monkeypatch.setattr(warmstart, "build_warm_checkpoint", lambda *a, **k: "/warm")
+    monkeypatch.setattr(models, "build_cpu_checkpoint", lambda *a, **k: "/base")
+    assert models.model_path("cpu") == "/warm"
+    assert models.base_checkpoint("cpu") == "/base"
+    assert models.base_checkpoint("gpu-7b") == models.model_path("gpu-7b")
