@@ -308,4 +308,38 @@ class DehintConfig(StageConfig):
             raise ConfigError("max_length must be >= 64 tokens")
 
 
-__all__ = ["ConfigError", "DehintConfig", "FailureConfig", "HintConfig", "TeacherConfig", "RolloutStageConfig", "StageConfig", "TourConfig", "field"]
+@dataclass
+class EvalConfig(RolloutStageConfig):
+    """Notebook 06: base, base+hints, SFT and distilled, with no hints except for base+hints."""
+
+    STAGE: ClassVar[str] = "06_eval"
+
+    split: str = "valid_unseen"  # the paper's split (134 games); "valid_seen" is in-distribution
+    n_games: int = 0  # 0: every game of the split; else a balanced subset
+    conditions: list[str] = field(default_factory=lambda: ["base", "hints", "sft", "distilled"])
+    retriever: str = "auto"  # for base+hints, as in notebook 03
+    k: int = 3
+
+    def validate(self) -> None:
+        super().validate()
+        from .data import ALFWORLD_SPLITS
+        from .evaluation import CONDITIONS
+
+        if self.split not in ALFWORLD_SPLITS or self.split == "train":
+            raise ConfigError(f"split={self.split!r}: evaluate on 'valid_unseen' or 'valid_seen'")
+        bad = [c for c in self.conditions if c not in CONDITIONS]
+        if bad or not self.conditions:
+            raise ConfigError(f"conditions={self.conditions!r}: choose from {', '.join(CONDITIONS)}")
+        if self.n_games < 0 or self.k < 1:
+            raise ConfigError("n_games must be >= 0 (0: all) and k >= 1")
+        if self.retriever not in ("auto", "bm25", "embedding", "llm"):
+            raise ConfigError(f"retriever={self.retriever!r}: choose 'auto', 'bm25', 'embedding' or 'llm'")
+
+    @property
+    def resolved_retriever(self) -> str:
+        if self.retriever != "auto":
+            return self.retriever
+        return "bm25" if _local_profile(self.profile) else "llm"
+
+
+__all__ = ["ConfigError", "DehintConfig", "EvalConfig", "FailureConfig", "HintConfig", "TeacherConfig", "RolloutStageConfig", "StageConfig", "TourConfig", "field"]

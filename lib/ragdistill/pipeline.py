@@ -36,6 +36,7 @@ CHAIN_PARAMS: dict[str, dict[str, dict]] = {
     "smoke": {
         "01_failure_collection": {"n_games": 6, "max_steps": 15},
         "03_teacher_generation": {"max_steps": 15},
+        "06_evaluation": {"n_games": 6, "max_steps": 15},
     },
     "cpu": {
         "01_failure_collection": {"n_games": 6, "max_steps": 15, "fewshot": False},

@@ -1,0 +1,93 @@
+"""Stage 6: the four conditions of the paper on evaluation games, their table, and the paired tests."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .analysis import mcnemar_exact, summary, wilson
+
+CONDITIONS = ("base", "hints", "sft", "distilled")
+LABELS = {"base": "base", "hints": "base+hints (teacher)", "sft": "SFT", "distilled": "distilled"}
+
+# The paper's ALFWorld success rates (valid_unseen, %), for the settings this project can reproduce.
+PAPER = {
+    "gpu-14b": {"mean": {"base": 79.9, "hints": 82.1, "sft": 85.4, "distilled": 91.0}},
+    "gpu-7b": {"stateact": {"distilled": 79.1}},
+}
+
+
+def results_table(df: pd.DataFrame, profile: str) -> pd.DataFrame:
+    """Success (%) with conditions as columns; rows per agent and their mean, then the paper's rows where comparable."""
+    conditions = [c for c in CONDITIONS if c in set(df.condition)]
+    rows = {}
+    for agent, g in df.groupby("agent"):
+        rows[f"{agent} (this run)"] = {LABELS[c]: round(100 * g[g.condition == c].won.mean(), 1) for c in conditions}
+    per_agent = pd.DataFrame.from_dict(rows, orient="index")
+    rows = {"mean (this run)": per_agent.mean().round(1).to_dict()} if len(per_agent) else {}
+    for agent, values in PAPER.get(profile, {}).items():
+        rows[f"{agent} (paper, {profile.split('-')[1].upper()})"] = {LABELS[c]: v for c, v in values.items()}
+    table = pd.concat([per_agent, pd.DataFrame.from_dict(rows, orient="index")])
+    return table.reindex(columns=[LABELS[c] for c in conditions])
+
+
+def condition_summary(df: pd.DataFrame) -> dict:
+    """Per condition: the metrics of `analysis.summary` per agent, and for both agents together."""
+    out = {}
+    for cond, g in df.groupby("condition"):
+        both = summary(g.assign(all="all"), "all")["all"]
+        out[str(cond)] = {"all": both, "per_agent": summary(g, "agent")}
+    return out
+
+
+def paired_test(df: pd.DataFrame, a: str, b: str) -> dict | None:
+    """McNemar's exact test of condition a vs b on the same (game, agent) pairs."""
+    cols = ["game_id", "agent", "won", "tokens"]
+    m = df[df.condition == a][cols].merge(df[df.condition == b][cols], on=["game_id", "agent"], suffixes=("_a", "_b"))
+    if m.empty:
+        return None
+    only_a = int((m.won_a & ~m.won_b).sum())
+    only_b = int((~m.won_a & m.won_b).sum())
+    return {
+        "pairs": len(m),
+        f"{a}_wins": int(m.won_a.sum()),
+        f"{b}_wins": int(m.won_b.sum()),
+        f"only_{a}": only_a,
+        f"only_{b}": only_b,
+        "mcnemar_p": round(mcnemar_exact(only_a, only_b), 4),
+    }
+
+
+def token_reduction(df: pd.DataFrame, student: str = "distilled", teacher: str = "hints") -> float | None:
+    """How many fewer tokens per episode the student uses than the teacher, in % (input + output, summed)."""
+    s, t = df[df.condition == student].tokens.mean(), df[df.condition == teacher].tokens.mean()
+    if pd.isna(s) or pd.isna(t) or t == 0:
+        return None
+    return round(100 * (1 - s / t), 1)
+
+
+def per_type_success(df: pd.DataFrame) -> pd.DataFrame:
+    """Success (%) per task type (rows) and condition (columns), both agents together."""
+    from .alfworld_env import TYPE_ORDER
+
+    table = df.pivot_table(index="task_type", columns="condition", values="won", aggfunc="mean") * 100
+    table = table.reindex([t for t in TYPE_ORDER if t in table.index])
+    return table[[c for c in CONDITIONS if c in table.columns]].round(1)
+
+
+def interval_table(df: pd.DataFrame) -> pd.DataFrame:
+    """Per condition (both agents): episodes, wins, success with its 95% Wilson interval, steps, tokens, invalid rate."""
+    rows = {}
+    for cond in [c for c in CONDITIONS if c in set(df.condition)]:
+        g = df[df.condition == cond]
+        wins = int(g.won.sum())
+        lo, hi = wilson(wins, len(g))
+        rows[LABELS[cond]] = {
+            "episodes": len(g),
+            "wins": wins,
+            "success %": round(100 * wins / len(g), 1),
+            "95% CI": f"{lo:.0f}-{hi:.0f}",
+            "mean steps": round(float(g.steps.mean()), 1),
+            "tokens/episode": round(float(g.tokens.mean())),
+            "invalid rate": round(float(g.invalid_actions.sum() / max(1, g.steps.sum())), 3),
+        }
+    return pd.DataFrame.from_dict(rows, orient="index")
