@@ -22,11 +22,12 @@ export ALFWORLD_DATA ALFWORLD_ARCHIVE WEBSHOP_DATA WEBSHOP_ARCHIVE
 # One thread per process: torch's default thread count is far slower on a busy small machine.
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: run test data venv kernel lint clean-venv help
+.PHONY: run test data venv kernel lint clean-venv help reference
 
 help:
 	@echo "make run     run the notebook chain on PROFILE=$(PROFILE) into outputs/runs/ (RUN=<dir> resumes one)"
 	@echo "make test    run the test suite"
+	@echo "make reference  rerun the smoke chain and rewrite the regression test's reference figures"
 	@echo "make data    unpack or download the ALFWorld data into ALFWORLD_DATA=$(ALFWORLD_DATA)"
 	@echo "             and the WebShop data into WEBSHOP_DATA=$(WEBSHOP_DATA) (from WEBSHOP_ARCHIVE)"
 
@@ -48,6 +49,10 @@ test: $(STAMP) data
 
 run: $(STAMP) data
 	HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m ragdistill.pipeline --profile $(PROFILE) $(if $(RUN),--run $(RUN))
+
+# Rerun the smoke chain and rewrite tests/reference/smoke_chain.json; prints every figure that changed.
+reference: $(STAMP) data
+	$(TEST_ENV) $(BIN)/python -m ragdistill.regression --update
 
 clean-venv:
 	rm -rf $(VENV)

@@ -18,7 +18,7 @@ def chain(alfworld_root, smoke_model, tmp_path_factory):
     saved = os.environ.get("RAGDISTILL_OUTPUTS")
     os.environ["RAGDISTILL_OUTPUTS"] = str(tmp_path_factory.mktemp("outputs"))
     try:
-        yield run_chain("smoke", run="chain", only=["01_failures", "02_hints", "03_teacher"])
+        yield run_chain("smoke", run="chain")
     finally:
         if saved is None:
             os.environ.pop("RAGDISTILL_OUTPUTS", None)
@@ -28,6 +28,25 @@ def chain(alfworld_root, smoke_model, tmp_path_factory):
 
 def _metrics(run_dir, stage):
     return json.loads((run_dir / stage / "metrics.json").read_text())
+
+
+def test_every_stage_wrote_its_folder(chain):
+    from ragdistill.pipeline import STAGES
+
+    for notebook, stage in STAGES.items():
+        folder = chain / stage
+        assert (folder / "metrics.json").is_file() and (folder / f"{notebook}.ipynb").is_file(), stage
+        config = json.loads((folder / "config.json").read_text())
+        assert config["stage"] == stage and config["profile"] == "smoke" and config["run"] == "chain"
+    executed = json.loads((chain / "06_eval" / "06_evaluation.ipynb").read_text())
+    assert any(c.get("outputs") for c in executed["cells"] if c["cell_type"] == "code")
+
+
+def test_00_tour(chain):
+    metrics = _metrics(chain, "00_tour")
+    assert metrics["games_per_split"] == {"train": 3553, "valid_seen": 140, "valid_unseen": 134}
+    assert metrics["expert_won"] is True and metrics["expert_steps"] > 0
+    assert metrics["model"]["profile"] == "smoke" and metrics["model"]["new_tokens"] > 0
 
 
 def test_01_failures(chain):
@@ -81,3 +100,70 @@ def test_03_teacher_plays_the_same_games_with_retrieved_hints(chain):
     # The teacher's prompts carry the hint block: more prompt tokens per step than the base agent.
     per_step = lambda eps: sum(e["prompt_tokens"] for e in eps) / sum(e["steps"] for e in eps)  # noqa: E731
     assert per_step(teacher) > per_step(base)
+
+
+def test_04_dehint_examples_are_hint_free(chain):
+    from ragdistill.agents import HINT_BEGIN
+
+    metrics = _metrics(chain, "04_dehint")
+    teacher = list(read_jsonl(chain / "03_teacher" / "teacher.jsonl"))
+    base_wins = [e for e in read_jsonl(chain / "01_failures" / "episodes.jsonl") if e["won"]]
+    distilled = list(read_jsonl(chain / "04_dehint" / "distilled.jsonl"))
+    sft = list(read_jsonl(chain / "04_dehint" / "sft.jsonl"))
+    d, s = metrics["distilled"], metrics["sft"]
+    assert d["episodes"] == len(teacher) and s["episodes"] == len(base_wins)
+    assert d["examples"] == len(distilled) == d["episodes"] - d["overlong_dropped"] - d["echoed_hints"]
+    assert s["examples"] == len(sft) == s["episodes"] - s["overlong_dropped"] - s["echoed_hints"]
+    assert metrics["leak_check"]["leaks"] == 0 and metrics["leak_check"]["eval_games"] == 0
+    for e in distilled + sft:
+        assert e["game_id"].startswith("train/") and HINT_BEGIN not in json.dumps(e["messages"])
+        assert e["messages"][-1]["role"] == "assistant" and e["n_tokens"] <= metrics["max_length"]
+    assert d["tokens_total"] == sum(e["n_tokens"] for e in distilled)
+    assert metrics["empty"] == (not distilled)
+
+
+def test_05_student_trained_what_there_was(chain):
+    metrics = _metrics(chain, "05_student")
+    for name in ("distilled", "sft"):
+        examples = len(list(read_jsonl(chain / "04_dehint" / f"{name}.jsonl")))
+        adapter = metrics["adapters"][name]
+        assert adapter["skipped"] == (examples == 0), name
+        if examples:
+            assert adapter["examples"] == examples and adapter["steps"] >= 1
+            assert (chain / "05_student" / "adapters" / name / "adapter_config.json").is_file()
+        else:
+            assert "n_games" in adapter["reason"]  # says which earlier parameter to change
+
+
+def test_06_eval_plays_every_condition_on_evaluation_games_only(chain):
+    metrics = _metrics(chain, "06_eval")
+    params = SMOKE["06_evaluation"]
+    episodes = list(read_jsonl(chain / "06_eval" / "episodes.jsonl"))
+    played = metrics["conditions_played"]
+    assert set(played) | set(metrics["conditions_skipped"]) == {"base", "hints", "sft", "distilled"}
+    assert {"base", "hints"} <= set(played)
+    assert metrics["episodes"] == len(episodes) == params["n_games"] * 2 * len(played)
+    assert all(e["split"] == "valid_unseen" and e["steps"] <= params["max_steps"] for e in episodes)
+    assert all(bool(e["hints"]) == (e["condition"] == "hints") for e in episodes)
+    train_games = {e["game_id"] for e in read_jsonl(chain / "04_dehint" / "distilled.jsonl")}
+    train_games |= {e["game_id"] for e in read_jsonl(chain / "04_dehint" / "sft.jsonl")}
+    assert not train_games & {e["game_id"] for e in episodes}
+    for cond in played:
+        eps = [e for e in episodes if e["condition"] == cond]
+        summary = metrics["per_condition"][cond]["all"]
+        assert summary["episodes"] == len(eps) and summary["successes"] == sum(e["won"] for e in eps)
+    assert metrics["prompt_tokens"] == sum(e["prompt_tokens"] for e in episodes)
+
+
+def test_key_figures_equal_the_committed_reference(chain):
+    """Update deliberately with `make reference`, which prints what changed."""
+    from ragdistill.regression import REFERENCE, differences, key_figures
+
+    reference = json.loads(REFERENCE.read_text())
+    assert differences(key_figures(chain), reference) == []
+
+
+def test_a_rerun_of_a_finished_run_skips_every_stage(chain):
+    before = {p: p.stat().st_mtime for p in chain.glob("*/metrics.json")}
+    run_chain("smoke", run="chain")
+    assert {p: p.stat().st_mtime for p in chain.glob("*/metrics.json")} == before

@@ -1,0 +1,105 @@
+"""Key figures of a finished run, compared with committed reference values (the smoke chain's regression test).
+
+`python -m ragdistill.regression --update` reruns the smoke chain and rewrites the reference, printing
+what changed, so a change of results is always a deliberate, reviewed commit (`make reference`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from .io import atomic_write_json, read_jsonl
+from .paths import PROJECT_ROOT
+
+REFERENCE = PROJECT_ROOT / "tests" / "reference" / "smoke_chain.json"
+
+
+def _episodes(path_or_records) -> dict:
+    eps = list(read_jsonl(path_or_records)) if isinstance(path_or_records, Path) else path_or_records
+    return {
+        "episodes": len(eps),
+        "wins": sum(e["won"] for e in eps),
+        "steps": sum(e["steps"] for e in eps),
+        "prompt_tokens": sum(e["prompt_tokens"] for e in eps),
+        "completion_tokens": sum(e["completion_tokens"] for e in eps),
+        "invalid_actions": sum(e["invalid_actions"] for e in eps),
+    }
+
+
+def key_figures(run_dir: Path) -> dict:
+    """Counts that follow from the parameters and the (deterministic) model; floats are left out on purpose."""
+    run_dir = Path(run_dir)
+    figures: dict = {}
+    if (run_dir / "01_failures" / "episodes.jsonl").is_file():
+        figures["01_failures"] = _episodes(run_dir / "01_failures" / "episodes.jsonl")
+    if (run_dir / "02_hints" / "metrics.json").is_file():
+        m = json.loads((run_dir / "02_hints" / "metrics.json").read_text())
+        figures["02_hints"] = {"failures": m["failures"], "skipped": m["skipped"], "bank_size": m["bank_size"],
+                               "per_type_kept": {t: v["kept"] for t, v in m["per_type"].items()}}
+    if (run_dir / "03_teacher" / "episodes.jsonl").is_file():
+        figures["03_teacher"] = _episodes(run_dir / "03_teacher" / "episodes.jsonl")
+    if (run_dir / "04_dehint" / "metrics.json").is_file():
+        m = json.loads((run_dir / "04_dehint" / "metrics.json").read_text())
+        figures["04_dehint"] = {s: {"examples": m[s]["examples"], "tokens_total": m[s]["tokens_total"]}
+                                for s in ("distilled", "sft")}
+    if (run_dir / "05_student" / "metrics.json").is_file():
+        m = json.loads((run_dir / "05_student" / "metrics.json").read_text())
+        figures["05_student"] = {name: {"skipped": a["skipped"], "examples": a.get("examples", 0),
+                                        "steps": a.get("steps", 0), "tokens": a.get("tokens", 0)}
+                                 for name, a in sorted(m["adapters"].items())}
+    if (run_dir / "06_eval" / "episodes.jsonl").is_file():
+        eps = list(read_jsonl(run_dir / "06_eval" / "episodes.jsonl"))
+        figures["06_eval"] = {}
+        for cond in sorted({e["condition"] for e in eps}):
+            figures["06_eval"][cond] = _episodes([e for e in eps if e["condition"] == cond])
+    return figures
+
+
+def differences(measured: dict, reference: dict, prefix: str = "") -> list[str]:
+    """Every figure that differs, as `path: reference -> measured`."""
+    out = []
+    for key in sorted(set(measured) | set(reference)):
+        a, b = reference.get(key), measured.get(key)
+        path = f"{prefix}{key}"
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += differences(b, a, path + ".")
+        elif a != b:
+            out.append(f"{path}: {a} -> {b}")
+    return out
+
+
+def update(run_dir: Path | None = None) -> list[str]:
+    """Run the smoke chain (or take a finished run) and rewrite the reference; returns what changed."""
+    from .pipeline import run_chain
+
+    if run_dir is None:
+        os.environ.setdefault("RAGDISTILL_OUTPUTS", tempfile.mkdtemp(prefix="ragdistill-reference-"))
+        run_dir = run_chain("smoke", run="reference")
+    figures = key_figures(run_dir)
+    old = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else {}
+    changed = differences(figures, old)
+    atomic_write_json(REFERENCE, figures)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--update", action="store_true", help="rerun the smoke chain and rewrite the reference")
+    parser.add_argument("--run-dir", type=Path, help="take the figures of this finished smoke run instead")
+    args = parser.parse_args(argv)
+    if not args.update:
+        parser.print_help()
+        return 0
+    changed = update(args.run_dir)
+    print(f"reference: {REFERENCE}")
+    print("\n".join(changed) if changed else "no figure changed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
