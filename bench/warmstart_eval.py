@@ -50,7 +50,9 @@ class CachedBackend(TransformersBackend):
             common += 1
         common = min(common, len(prompt) - 1)
         if self._cache is not None and common > 0:
-            self._cache.crop(common)
+            extra = self._cache.get_seq_length() - common
+            if extra > 0:
+                self._cache.crop(-extra)  # this transformers release takes the number of tokens to remove
             cache = self._cache
         else:
             cache = None
