@@ -11,6 +11,7 @@ import dataclasses
 import gc
 import hashlib
 import json
+import math
 import os
 import shutil
 import sys
@@ -471,6 +472,14 @@ def settings_fingerprint(cfg: StudentConfig, data: AdapterData) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def planned_steps(cfg: StudentConfig, examples: int) -> int:
+    """Optimizer steps the trainer will take (as transformers counts them, for one process)."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    batches = math.ceil(examples / (cfg.per_device_batch * int(os.environ.get("WORLD_SIZE", "1"))))
+    return math.ceil(max(1, batches // cfg.grad_accumulation()) * cfg.epochs)
+
+
 def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
@@ -532,6 +541,14 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
     elif data.overlong:
         print(f"[{name}] {data.overlong} examples are longer than {cfg.max_length} tokens: kept whole, max_length raised to {data.max_length}")
 
+    steps = planned_steps(cfg, len(data.records))
+    if steps < 10:
+        print(
+            f"[{name}] only {steps} optimizer step(s): {len(data.records)} examples at an effective batch of "
+            f"{cfg.effective_batch}, and warmup ({cfg.warmup_ratio:.0%} of the steps, at least one) starts the learning "
+            "rate at 0, so the adapter barely moves. More data (earlier stages), a smaller effective_batch or more "
+            "epochs give it more steps."
+        )
     if cfg.cuda:
         torch.cuda.reset_peak_memory_stats()
     n_loss = min(cfg.loss_examples, len(data.ids))
