@@ -542,7 +542,7 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
         print(f"[{name}] {data.overlong} examples are longer than {cfg.max_length} tokens: kept whole, max_length raised to {data.max_length}")
 
     steps = planned_steps(cfg, len(data.records))
-    if steps < 10:
+    if steps < 10 and cfg.max_steps <= 0:
         print(
             f"[{name}] only {steps} optimizer step(s): {len(data.records)} examples at an effective batch of "
             f"{cfg.effective_batch}, and warmup ({cfg.warmup_ratio:.0%} of the steps, at least one) starts the learning "
