@@ -34,7 +34,7 @@ def test_spec_key_changes_with_the_spec():
     keys = {base.key(), WarmSpec(detours=0).key(), WarmSpec(lr=5e-4).key(), WarmSpec(games=120).key(),
             WarmSpec(agents=("react",)).key()}
     assert len(keys) == 5
-    assert base.steps == 45
+    assert base.steps == 48
 
 
 def test_demonstration_chats_are_the_agents_formats(alfworld_root):

@@ -36,13 +36,13 @@ class WarmSpec:
 
     version: int = 1
     seed: int = 0
-    games: int = 180  # balanced over the six task types, from the reserved slice of train
+    games: int = 96  # balanced over the six task types, from the reserved slice of train
     detours: int = 3  # up to this many visits elsewhere before the walkthrough's first `go to`
     agents: tuple[str, ...] = ("react", "stateact")  # demonstration formats, alternating
     lora_r: int = 32
     lora_alpha: int = 64
     lr: float = 1e-3
-    batch_size: int = 4  # demonstrations per optimizer step (gradients accumulated, no padding)
+    batch_size: int = 2  # demonstrations per optimizer step (gradients accumulated, no padding)
     epochs: int = 1
     max_tokens: int = 3072  # longer demonstrations are left out
     threads: int = 1
