@@ -42,15 +42,78 @@ def _cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:
     return (text[: min(cuts)], True) if cuts else (text, False)
 
 
-class TransformersBackend:
-    """In-process generation: left-padded batches, one forward pass per new token for all live chats."""
+@dataclass
+class GenerationStats:
+    """What an in-process backend read and wrote, summed over its calls.
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 8):
+    `prompt_tokens` counts every chat's whole prompt (what an API would bill); `prefilled_tokens` only the
+    prompt tokens the model actually computed (the rest came from a reused KV cache); `padding_tokens` the
+    pad positions a left-padded batch computed as well; `generated_tokens` the tokens the model produced,
+    end-of-turn token included, before any stop string cut the text.
+    """
+
+    chats: int = 0
+    prompt_tokens: int = 0
+    prefilled_tokens: int = 0
+    padding_tokens: int = 0
+    generated_tokens: int = 0
+    reused_chats: int = 0  # chats that started from a stored cache
+
+    @property
+    def cached_tokens(self) -> int:
+        return self.prompt_tokens - self.prefilled_tokens
+
+
+@dataclass
+class _CacheEntry:
+    """A chat's keys and values: `ids` are the tokens the cache holds, the first `prompt_len` of them its prompt."""
+
+    ids: list[int]
+    prompt_len: int
+    cache: object  # a transformers DynamicCache
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class TransformersBackend:
+    """In-process generation, in one of two modes.
+
+    Batched (the default on CUDA): left-padded batches, one forward pass per new token for all live chats.
+    Cache reuse (the default on CPU, where rollouts are prefill-bound): chats one at a time, each starting
+    from the stored KV cache that shares the longest token prefix with its prompt, so a chat that extends
+    an earlier one (the next step of an episode) prefills only its new turn instead of the whole episode.
+    Greedy outputs and the token counts of each Completion are the same in both modes.
+
+    The store keeps at most `max_cached` entries (default 2 x batch_size), least recently written dropped
+    first: rollouts send at most batch_size chats per call, so the entries written by the last two calls,
+    which include every live episode's, always fit. An entry costs 2 (keys, values) x layers x KV heads x
+    head dim x bytes per value, per token: SmolLM2-135M in float32, 30 x 3 x 64, is 45 KiB per token, so
+    about 90 MB for a 2,000-token episode; `cache_bytes()` gives the store's current size.
+    """
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        batch_size: int = 8,
+        reuse_cache: bool | None = None,
+        max_cached: int | None = None,
+    ):
         self.loaded = loaded
         self.tok = loaded.tokenizer
         self.batch_size = batch_size
+        self.reuse_cache = loaded.device.type == "cpu" if reuse_cache is None else reuse_cache
+        self.max_cached = max_cached if max_cached is not None else 2 * batch_size
         self.name = f"transformers:{loaded.profile.name}"
         self.eos_ids = self._eos_ids()
+        self.stats = GenerationStats()
+        self._store: list[_CacheEntry] = []  # oldest write first
 
     def _eos_ids(self) -> set[int]:
         ids = {self.tok.eos_token_id}
@@ -66,12 +129,32 @@ class TransformersBackend:
         """Tokens of a logged output, plus the end-of-turn token when the model ended the turn itself."""
         return len(self.tok(text, add_special_tokens=False)["input_ids"]) + (finish_reason == "stop")
 
+    def clear_cache(self) -> None:
+        """Drop every stored KV cache (the next chats prefill in full)."""
+        self._store.clear()
+
+    def cache_bytes(self) -> int:
+        """Memory held by the stored KV caches."""
+        return sum(k.nbytes + v.nbytes for e in self._store for k, v in ((l.keys, l.values) for l in e.cache.layers))
+
     @torch.no_grad()
     def generate(self, chats: list[list[dict]], max_new_tokens: int = 64, stop: list[str] | None = None) -> list[Completion]:
+        if self.reuse_cache:
+            return [self._generate_reusing(chat, max_new_tokens, stop) for chat in chats]
         out: list[Completion] = []
         for start in range(0, len(chats), self.batch_size):
             out += self._generate_batch(chats[start : start + self.batch_size], max_new_tokens, stop)
         return out
+
+    def _completion(self, prompt_len: int, new: list[int], stop: list[str] | None) -> Completion:
+        """Text and token counts of one generated row (`new`: the tokens after the prompt)."""
+        end = next((i for i, t in enumerate(new) if t in self.eos_ids), None)
+        self.stats.generated_tokens += len(new) if end is None else end + 1
+        text = self.tok.decode(new if end is None else new[:end], skip_special_tokens=True)
+        text, stopped = _cut_at_stop(text, stop)
+        reason = "stop" if end is not None or stopped else "length"
+        # Counted from the text as logged, so anyone can recount it from the episode file.
+        return Completion(text, prompt_len, self.count_completion_tokens(text, reason), reason)
 
     def _generate_batch(self, chats, max_new_tokens, stop) -> list[Completion]:
         prompts = [self.prompt_ids(c) for c in chats]
@@ -87,16 +170,76 @@ class TransformersBackend:
             pad_token_id=pad,
             eos_token_id=sorted(self.eos_ids),
         )[:, width:].tolist()
-        results = []
-        for prompt, row in zip(prompts, generated):
-            end = next((i for i, t in enumerate(row) if t in self.eos_ids), None)
-            new = row if end is None else row[:end]
-            text = self.tok.decode(new, skip_special_tokens=True)
-            text, stopped = _cut_at_stop(text, stop)
-            reason = "stop" if end is not None or stopped else "length"
-            # Counted from the text as logged, so anyone can recount it from the episode file.
-            results.append(Completion(text, len(prompt), self.count_completion_tokens(text, reason), reason))
-        return results
+        real = sum(len(p) for p in prompts)
+        self.stats.chats += len(prompts)
+        self.stats.prompt_tokens += real
+        self.stats.prefilled_tokens += real
+        self.stats.padding_tokens += width * len(prompts) - real
+        return [self._completion(len(prompt), row, stop) for prompt, row in zip(prompts, generated)]
+
+    def _take_cache(self, prompt: list[int]):
+        """A cache holding a prefix of `prompt` (at least one prompt token left out), or None.
+
+        The entry with the longest common prefix wins. When the prompt extends that entry's own prompt
+        (the next turn of the same chat), the entry is taken out of the store and cropped. When it shares
+        less (another episode with the same system prompt), the shared keys and values are copied and the
+        entry stays for the chat it belongs to.
+        """
+        best, common = None, 0
+        for entry in self._store:
+            n = _common_prefix(entry.ids, prompt)
+            if n > common:
+                best, common = entry, n
+        usable = min(common, len(prompt) - 1)  # generate needs at least one new token to run
+        if best is None or usable <= 0:
+            return None
+        if common >= best.prompt_len:
+            self._store.remove(best)
+            cache = best.cache
+            if cache.get_seq_length() > usable:
+                cache.crop(usable - cache.get_seq_length())  # this transformers release: a negative count to remove
+            return cache
+        from transformers import DynamicCache
+
+        layers = [(layer.keys[..., :usable, :].clone(), layer.values[..., :usable, :].clone()) for layer in best.cache.layers]
+        return DynamicCache(ddp_cache_data=layers)
+
+    def _keep_cache(self, ids: list[int], prompt_len: int, cache) -> None:
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        # Only plain full-attention layers can be cropped and copied by position; anything else is not kept.
+        if not isinstance(cache, DynamicCache) or any(type(layer) is not DynamicLayer for layer in cache.layers):
+            return
+        self._store.append(_CacheEntry(ids, prompt_len, cache))
+        while len(self._store) > self.max_cached:
+            self._store.pop(0)
+
+    def _generate_reusing(self, chat: list[dict], max_new_tokens: int, stop: list[str] | None) -> Completion:
+        prompt = self.prompt_ids(chat)
+        cache = self._take_cache(prompt)
+        cached = cache.get_seq_length() if cache is not None else 0
+        ids = torch.tensor([prompt], device=self.loaded.device)
+        # The whole prompt goes in; generate feeds the model only the tokens past the cache's length.
+        out = self.loaded.model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            past_key_values=cache,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tok.pad_token_id,
+            eos_token_id=sorted(self.eos_ids),
+            return_dict_in_generate=True,
+        )
+        row = out.sequences[0].tolist()
+        kept = out.past_key_values
+        # The last generated token was never fed back, so the cache holds one token fewer than the row.
+        self._keep_cache(row[: kept.get_seq_length()], len(prompt), kept)
+        self.stats.chats += 1
+        self.stats.prompt_tokens += len(prompt)
+        self.stats.prefilled_tokens += len(prompt) - cached
+        self.stats.reused_chats += cached > 0
+        return self._completion(len(prompt), row[len(prompt) :], stop)
 
 
 class OpenAIBackend:
