@@ -36,6 +36,8 @@ CHAIN_PARAMS: dict[str, dict[str, dict]] = {
     "smoke": {
         "01_failure_collection": {"n_games": 6, "max_steps": 15},
         "03_teacher_generation": {"max_steps": 15},
+        # A handful of examples: a few passes at a higher rate, or the students learn nothing.
+        "05_student_training": {"effective_batch": 2, "epochs": 3.0, "learning_rate": 2e-3},
         "06_evaluation": {"n_games": 6, "max_steps": 15},
     },
     "cpu": {
