@@ -1,24 +1,66 @@
-"""Rollout throughput at batch 1, 4 and 8: episodes per minute, where the time goes, and the prompt
-tokens prefilled again at every step (what keeping each episode's KV cache between steps would save).
+"""Rollout throughput: episodes per minute at batch 1, 4 and 8, where the time goes, and the prompt tokens
+the model prefills per episode. With --reuse-cache each batch size runs twice, left-padded batches against
+per-episode KV cache reuse (only each step's new turn is prefilled), and the ratios are printed.
 
     python bench/rollout.py --profile smoke --games 8 --max-steps 10
     python bench/rollout.py --profile cpu --games 8 --max-steps 8 --threads 1
+    python bench/rollout.py --profile cpu --games 4 --max-steps 10 --batches 4 --reuse-cache --fewshot off
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from ragdistill.alfworld_env import balanced_sample, training_pool
-from ragdistill.backends import TransformersBackend
-from ragdistill.models import load_model
-from ragdistill.profiles import get_profile
-from ragdistill.rollout import EpisodeSpec, RolloutConfig, read_episodes, run_rollouts
+import torch  # noqa: E402
+
+from ragdistill.alfworld_env import balanced_sample, training_pool  # noqa: E402
+from ragdistill.backends import TransformersBackend  # noqa: E402
+from ragdistill.models import load_model  # noqa: E402
+from ragdistill.profiles import get_profile  # noqa: E402
+from ragdistill.rollout import EpisodeSpec, RolloutConfig, read_episodes, run_rollouts  # noqa: E402
+
+
+def _run(loaded, specs, cfg, reuse: bool, label: str) -> dict:
+    backend = TransformersBackend(loaded, batch_size=cfg.batch_size, reuse_cache=reuse)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "episodes.jsonl"
+        start = time.perf_counter()
+        stats = run_rollouts(specs, backend, out, label, cfg, progress=False)
+        wall = time.perf_counter() - start
+        eps = {r["game_id"]: r for r in read_episodes(out)}
+    n = len(eps)
+    return {
+        "mode": "reuse" if reuse else "batched",
+        "batch": cfg.batch_size,
+        "epm": n / wall * 60,
+        "model": stats.model_seconds / wall,
+        "env": stats.env_seconds / wall,
+        "prompt": backend.stats.prompt_tokens / n,  # what an API would bill
+        "prefilled": backend.stats.prefilled_tokens / n,  # what the model computed
+        "padding": backend.stats.padding_tokens / n,
+        "new": backend.stats.generated_tokens / n,
+        "steps": sum(r["steps"] for r in eps.values()) / n,
+        "won": sum(r["won"] for r in eps.values()),
+        "outputs": {g: [t["output"] for t in r["trajectory"]] for g, r in eps.items()},
+        "cache_mb": backend.cache_bytes() / 2**20,  # the store at the end of the run
+    }
+
+
+def _same_steps(a: dict, b: dict) -> float:
+    """Share of steps whose answer is the same in both runs (greedy: should be all of them)."""
+    same = total = 0
+    for game, outs in a["outputs"].items():
+        other = b["outputs"].get(game, [])
+        total += max(len(outs), len(other))
+        same += sum(x == y for x, y in zip(outs, other))
+    return same / max(total, 1)
 
 
 def main() -> int:
@@ -31,34 +73,44 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0, help="environment worker processes (0: in process)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--fewshot", choices=["auto", "on", "off"], default="auto")
+    parser.add_argument("--reuse-cache", action="store_true",
+                        help="run each batch size batched and with KV cache reuse, and print the ratios")
+    parser.add_argument("--untrained", action="store_true",
+                        help="the profile's model before its warm-start (cpu: SmolLM2-135M-Instruct as released)")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
-    loaded = load_model(args.profile)
+    loaded = load_model(args.profile, untrained=args.untrained)
     fewshot = get_profile(args.profile).fewshot if args.fewshot == "auto" else args.fewshot == "on"
     games = balanced_sample(training_pool(), args.games, seed=0)
     specs = [EpisodeSpec(g.game_id, args.agent) for g in games]
-    print(f"{args.profile}: {len(specs)} {args.agent} episodes, max {args.max_steps} steps, few-shot {fewshot}, "
-          f"{args.threads} thread(s), {args.workers} env workers")
+    print(f"{args.profile} ({Path(loaded.path).name}, {loaded.device}): {len(specs)} {args.agent} episodes, "
+          f"max {args.max_steps} steps, few-shot {fewshot}, {args.threads} thread(s), {args.workers} env workers")
+    modes = [False, True] if args.reuse_cache else [None]  # None: the backend's default for the device
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp) / "episodes.jsonl"
-            cfg = RolloutConfig(max_steps=args.max_steps, batch_size=batch, workers=args.workers, fewshot=fewshot)
-            start = time.perf_counter()
-            stats = run_rollouts(specs, TransformersBackend(loaded, batch_size=batch), out, args.profile, cfg, progress=False)
-            wall = time.perf_counter() - start
-            eps = read_episodes(out)
-        prefill = sum(r["prompt_tokens"] for r in eps) / len(eps)
-        new = sum(r["completion_tokens"] for r in eps) / len(eps)
-        rows.append((batch, len(eps) / wall * 60, stats.model_seconds / wall, stats.env_seconds / wall, prefill, new,
-                     sum(r["steps"] for r in eps) / len(eps), sum(r["won"] for r in eps)))
-    base = rows[0][1]
-    print(f"{'batch':>5} {'episodes/min':>12} {'x batch 1':>9} {'model %':>8} {'env %':>6} "
-          f"{'prefill tok/ep':>14} {'new tok/ep':>10} {'prefill/new':>11} {'steps/ep':>8} {'won':>4}")
-    for batch, epm, model, env, prefill, new, steps, won in rows:
-        print(f"{batch:5d} {epm:12.2f} {epm / base:9.2f} {100 * model:8.1f} {100 * env:6.1f} "
-              f"{prefill:14.0f} {new:10.0f} {prefill / max(new, 1):11.1f} {steps:8.1f} {won:4d}")
+        cfg = RolloutConfig(max_steps=args.max_steps, batch_size=batch, workers=args.workers, fewshot=fewshot)
+        for reuse in modes:
+            rows.append(_run(loaded, specs, cfg, reuse, args.profile))
+            r = rows[-1]
+            print(f"  done: {r['mode']} batch {batch}: {r['epm']:.2f} episodes/min, {r['prefilled']:.0f} prefilled tok/ep",
+                  flush=True)
+
+    base = rows[0]["epm"]
+    print(f"\n{'mode':>7} {'batch':>5} {'episodes/min':>12} {'x first':>7} {'model %':>7} {'env %':>5} "
+          f"{'prompt tok/ep':>13} {'prefilled tok/ep':>16} {'pad tok/ep':>10} {'new tok/ep':>10} "
+          f"{'prefilled/new':>13} {'steps/ep':>8} {'won':>3} {'kept MB':>8}")
+    for r in rows:
+        print(f"{r['mode']:>7} {r['batch']:5d} {r['epm']:12.2f} {r['epm'] / base:7.2f} {100 * r['model']:7.1f} "
+              f"{100 * r['env']:5.1f} {r['prompt']:13.0f} {r['prefilled']:16.0f} {r['padding']:10.0f} {r['new']:10.0f} "
+              f"{r['prefilled'] / max(r['new'], 1):13.1f} {r['steps']:8.1f} {r['won']:3d} {r['cache_mb']:8.1f}")
+    if args.reuse_cache:
+        print("\nreuse vs batched at the same batch size:")
+        for batched, reuse in zip(rows[0::2], rows[1::2]):
+            print(f"  batch {batched['batch']}: episodes/min x{reuse['epm'] / batched['epm']:.2f}, "
+                  f"prefilled tokens/episode x{reuse['prefilled'] / batched['prefilled']:.3f} "
+                  f"({batched['prefilled']:.0f} -> {reuse['prefilled']:.0f}), "
+                  f"same answers at {100 * _same_steps(batched, reuse):.1f}% of steps")
     return 0
 
 
