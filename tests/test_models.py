@@ -64,7 +64,7 @@ def test_forced_4bit_on_cpu_uses_nf4_layers(alfworld_root):
 
 @pytest.fixture(scope="module")
 def cpu_model():
-    return load_model("cpu")
+    return load_model("cpu", untrained=True)  # the released model; the warm-start is built on first real use
 
 
 def test_cpu_model_is_smollm2_from_the_gguf_and_generates(cpu_model):
