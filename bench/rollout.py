@@ -1,10 +1,13 @@
 """Rollout throughput: episodes per minute at batch 1, 4 and 8, where the time goes, and the prompt tokens
-the model prefills per episode. With --reuse-cache each batch size runs twice, left-padded batches against
-per-episode KV cache reuse (only each step's new turn is prefilled), and the ratios are printed.
+the model prefills per episode. With --reuse-cache each batch size runs in every backend mode: left-padded
+batches ("batched"), per-episode KV cache reuse one chat at a time ("reuse": only each step's new turn is
+prefilled), and reuse with the batch decoded together ("batched-reuse"); the ratios are printed. --modes
+picks the modes to run.
 
     python bench/rollout.py --profile smoke --games 8 --max-steps 10
     python bench/rollout.py --profile cpu --games 8 --max-steps 8 --threads 1
     python bench/rollout.py --profile cpu --games 4 --max-steps 10 --batches 4 --reuse-cache --fewshot off
+    python bench/rollout.py --profile cpu --games 4 --max-steps 10 --batches 4 --modes reuse,batched-reuse
 """
 
 from __future__ import annotations
@@ -21,14 +24,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from ragdistill.alfworld_env import balanced_sample, training_pool  # noqa: E402
-from ragdistill.backends import TransformersBackend  # noqa: E402
+from ragdistill.backends import MODES, TransformersBackend  # noqa: E402
 from ragdistill.models import load_model  # noqa: E402
 from ragdistill.profiles import get_profile  # noqa: E402
 from ragdistill.rollout import EpisodeSpec, RolloutConfig, read_episodes, run_rollouts  # noqa: E402
 
 
-def _run(loaded, specs, cfg, reuse: bool, label: str) -> dict:
-    backend = TransformersBackend(loaded, batch_size=cfg.batch_size, reuse_cache=reuse)
+def _run(loaded, specs, cfg, mode: str | None, label: str) -> dict:
+    backend = TransformersBackend(loaded, batch_size=cfg.batch_size, mode=mode)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "episodes.jsonl"
         start = time.perf_counter()
@@ -37,7 +40,7 @@ def _run(loaded, specs, cfg, reuse: bool, label: str) -> dict:
         eps = {r["game_id"]: r for r in read_episodes(out)}
     n = len(eps)
     return {
-        "mode": "reuse" if reuse else "batched",
+        "mode": backend.mode,
         "batch": cfg.batch_size,
         "epm": n / wall * 60,
         "model": stats.model_seconds / wall,
@@ -74,7 +77,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--fewshot", choices=["auto", "on", "off"], default="auto")
     parser.add_argument("--reuse-cache", action="store_true",
-                        help="run each batch size batched and with KV cache reuse, and print the ratios")
+                        help="run each batch size in every mode (batched, reuse, batched-reuse), and print the ratios")
+    parser.add_argument("--modes", default="", help=f"comma-separated modes to run per batch size ({', '.join(MODES)}); "
+                        "default: the backend's default for the device, or all of them with --reuse-cache")
     parser.add_argument("--untrained", action="store_true",
                         help="the profile's model before its warm-start (cpu: SmolLM2-135M-Instruct as released)")
     args = parser.parse_args()
@@ -86,31 +91,40 @@ def main() -> int:
     specs = [EpisodeSpec(g.game_id, args.agent) for g in games]
     print(f"{args.profile} ({Path(loaded.path).name}, {loaded.device}): {len(specs)} {args.agent} episodes, "
           f"max {args.max_steps} steps, few-shot {fewshot}, {args.threads} thread(s), {args.workers} env workers")
-    modes = [False, True] if args.reuse_cache else [None]  # None: the backend's default for the device
+    if args.modes:
+        modes = args.modes.split(",")
+        unknown = [m for m in modes if m not in MODES]
+        if unknown:
+            parser.error(f"unknown mode(s) {', '.join(unknown)}: pick from {', '.join(MODES)}")
+    else:
+        modes = list(MODES) if args.reuse_cache else [None]  # None: the backend's default for the device
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         cfg = RolloutConfig(max_steps=args.max_steps, batch_size=batch, workers=args.workers, fewshot=fewshot)
-        for reuse in modes:
-            rows.append(_run(loaded, specs, cfg, reuse, args.profile))
+        for mode in modes:
+            rows.append(_run(loaded, specs, cfg, mode, args.profile))
             r = rows[-1]
             print(f"  done: {r['mode']} batch {batch}: {r['epm']:.2f} episodes/min, {r['prefilled']:.0f} prefilled tok/ep",
                   flush=True)
 
     base = rows[0]["epm"]
-    print(f"\n{'mode':>7} {'batch':>5} {'episodes/min':>12} {'x first':>7} {'model %':>7} {'env %':>5} "
+    print(f"\n{'mode':>13} {'batch':>5} {'episodes/min':>12} {'x first':>7} {'model %':>7} {'env %':>5} "
           f"{'prompt tok/ep':>13} {'prefilled tok/ep':>16} {'pad tok/ep':>10} {'new tok/ep':>10} "
           f"{'prefilled/new':>13} {'steps/ep':>8} {'won':>3} {'kept MB':>8}")
     for r in rows:
-        print(f"{r['mode']:>7} {r['batch']:5d} {r['epm']:12.2f} {r['epm'] / base:7.2f} {100 * r['model']:7.1f} "
+        print(f"{r['mode']:>13} {r['batch']:5d} {r['epm']:12.2f} {r['epm'] / base:7.2f} {100 * r['model']:7.1f} "
               f"{100 * r['env']:5.1f} {r['prompt']:13.0f} {r['prefilled']:16.0f} {r['padding']:10.0f} {r['new']:10.0f} "
               f"{r['prefilled'] / max(r['new'], 1):13.1f} {r['steps']:8.1f} {r['won']:3d} {r['cache_mb']:8.1f}")
-    if args.reuse_cache:
-        print("\nreuse vs batched at the same batch size:")
-        for batched, reuse in zip(rows[0::2], rows[1::2]):
-            print(f"  batch {batched['batch']}: episodes/min x{reuse['epm'] / batched['epm']:.2f}, "
-                  f"prefilled tokens/episode x{reuse['prefilled'] / batched['prefilled']:.3f} "
-                  f"({batched['prefilled']:.0f} -> {reuse['prefilled']:.0f}), "
-                  f"same answers at {100 * _same_steps(batched, reuse):.1f}% of steps")
+    if len(modes) > 1:
+        print("\neach mode against the others at the same batch size:")
+        for at in range(0, len(rows), len(modes)):
+            group = rows[at : at + len(modes)]
+            for i, r in enumerate(group):
+                for ref in group[:i]:
+                    print(f"  batch {r['batch']}: {r['mode']} vs {ref['mode']}: episodes/min x{r['epm'] / ref['epm']:.2f} "
+                          f"({ref['epm']:.2f} -> {r['epm']:.2f}), prefilled tokens/episode "
+                          f"x{r['prefilled'] / max(ref['prefilled'], 1):.3f} ({ref['prefilled']:.0f} -> {r['prefilled']:.0f}), "
+                          f"same answers at {100 * _same_steps(ref, r):.1f}% of steps")
     return 0
 
 

@@ -7,9 +7,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+import torch
 
 from ragdistill.agents import REACT
-from ragdistill.backends import BackendError, OpenAIBackend, TransformersBackend
+from ragdistill.backends import MODES, BackendError, OpenAIBackend, TransformersBackend
 
 from conftest import free_port
 
@@ -29,9 +30,9 @@ def test_batched_generation_equals_one_at_a_time(smoke_model):
     assert [c.completion_tokens for c in batched] == [c.completion_tokens for c in single]
 
 
-@pytest.mark.parametrize("reuse", [False, True])
-def test_token_counts_are_exact(smoke_model, reuse):
-    backend = TransformersBackend(smoke_model, batch_size=4, reuse_cache=reuse)
+@pytest.mark.parametrize("mode", MODES)
+def test_token_counts_are_exact(smoke_model, mode):
+    backend = TransformersBackend(smoke_model, batch_size=4, mode=mode)
     chats = _chats(4)
     for chat, comp in zip(chats, backend.generate(chats, max_new_tokens=40)):
         ids = smoke_model.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]
@@ -39,17 +40,22 @@ def test_token_counts_are_exact(smoke_model, reuse):
         assert comp.completion_tokens == backend.count_completion_tokens(comp.text, comp.finish_reason) > 0
 
 
-@pytest.mark.parametrize("reuse", [False, True])
-def test_stop_strings_cut_the_text(smoke_model, reuse):
-    backend = TransformersBackend(smoke_model, batch_size=2, reuse_cache=reuse)
+@pytest.mark.parametrize("mode", MODES)
+def test_stop_strings_cut_the_text(smoke_model, mode):
+    backend = TransformersBackend(smoke_model, batch_size=2, mode=mode)
     comp = backend.generate(_chats(1), max_new_tokens=40, stop=["action:"])[0]
     assert "action:" not in comp.text and comp.finish_reason == "stop"
 
 
 def test_cache_reuse_is_the_default_on_cpu_only(smoke_model):
     assert smoke_model.device.type == "cpu"
+    assert TransformersBackend(smoke_model).mode == "batched-reuse"
     assert TransformersBackend(smoke_model).reuse_cache
+    assert TransformersBackend(smoke_model, reuse_cache=True).mode == "reuse"
     assert not TransformersBackend(smoke_model, reuse_cache=False).reuse_cache
+    assert TransformersBackend(smoke_model, mode="batched").mode == "batched"
+    with pytest.raises(ValueError, match="unknown mode 'fast'"):
+        TransformersBackend(smoke_model, mode="fast")
 
 
 ROOMS = [
@@ -120,10 +126,62 @@ def test_cache_reuse_gives_the_batched_answers_with_far_less_prefill(smoke_model
     assert rs.padding_tokens == 0
 
 
-def test_cache_store_stays_bounded(smoke_model):
+@pytest.mark.parametrize("stop, newline_ends", [(None, False), (["action:"], False), (None, True)])
+def test_batched_reuse_gives_the_same_answers_as_the_other_modes(smoke_model, stop, newline_ends):
+    """The same episodes through all three modes: identical texts and counts; batched reuse prefills what reuse
+    prefills, computes no padding and no token of a row that has ended, and keeps the caches reuse keeps.
+    With a newline as an extra end token (the tiny model never ends a turn by itself) the rows of a batch
+    end at different steps, so rows leave the batch cache while others decode on."""
+    newline = smoke_model.tokenizer("\n", add_special_tokens=False)["input_ids"]
+    assert len(newline) == 1
+    runs = {}
+    for mode in MODES:
+        backend = TransformersBackend(smoke_model, batch_size=3, mode=mode)
+        if newline_ends:
+            backend.eos_ids |= set(newline)
+        fed, handle = _count_fed_tokens(smoke_model.model)
+        try:
+            runs[mode] = (backend, _play(backend, stop=stop), fed[0])
+        finally:
+            handle.remove()
+    (_, a, _), (reusing, r, _), (together, b, fed) = runs["batched"], runs["reuse"], runs["batched-reuse"]
+    for other in (a, r):
+        assert [c.text for c in b] == [c.text for c in other]
+        assert [c.prompt_tokens for c in b] == [c.prompt_tokens for c in other]
+        assert [c.completion_tokens for c in b] == [c.completion_tokens for c in other]
+        assert [c.finish_reason for c in b] == [c.finish_reason for c in other]
+    if newline_ends:
+        assert len({c.completion_tokens for c in b}) > 2 and all(c.finish_reason == "stop" for c in b[:2])
+    assert together.stats == reusing.stats
+    bs = together.stats
+    assert fed == bs.prefilled_tokens + bs.generated_tokens - bs.chats
+    assert bs.padding_tokens == 0
+    # The caches cut back out of the batch (padding stripped) are the ones one-at-a-time decoding keeps.
+    assert [e.ids for e in together._store] == [e.ids for e in reusing._store]
+    assert [e.prompt_len for e in together._store] == [e.prompt_len for e in reusing._store]
+    for mine, theirs in zip(together._store, reusing._store):
+        for x, y in zip(mine.cache.layers, theirs.cache.layers):
+            assert x.keys.shape == y.keys.shape and x.keys.shape[0] == 1
+            torch.testing.assert_close(x.keys, y.keys, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(x.values, y.values, rtol=1e-4, atol=1e-5)
+
+
+def test_batched_reuse_with_one_new_token_and_a_batch_of_one(smoke_model):
+    """Edge cases: every row done after its prefill (no decoding loop), and a single chat per batch."""
+    chats = _chats(3)
+    want = TransformersBackend(smoke_model, batch_size=3, mode="batched").generate(chats, max_new_tokens=1)
+    got = TransformersBackend(smoke_model, batch_size=3, mode="batched-reuse").generate(chats, max_new_tokens=1)
+    assert [(c.text, c.completion_tokens, c.finish_reason) for c in got] == [(c.text, c.completion_tokens, c.finish_reason) for c in want]
+    want = TransformersBackend(smoke_model, batch_size=3, mode="reuse").generate(chats, max_new_tokens=20)
+    got = TransformersBackend(smoke_model, batch_size=1, mode="batched-reuse").generate(chats, max_new_tokens=20)
+    assert [(c.text, c.completion_tokens) for c in got] == [(c.text, c.completion_tokens) for c in want]
+
+
+@pytest.mark.parametrize("mode", ["reuse", "batched-reuse"])
+def test_cache_store_stays_bounded(smoke_model, mode):
     """Two slots, episodes of 2-4 turns, new ones taking a finished one's slot (as a rollout does): the store
     never holds more than 2 x batch_size entries, and no live episode loses its cache to the newcomers."""
-    backend = TransformersBackend(smoke_model, batch_size=2, reuse_cache=True)
+    backend = TransformersBackend(smoke_model, batch_size=2, mode=mode)
     assert backend.max_cached == 4
     queue = [(ROOMS[i % 3] + f" (game {i})", 2 + i % 3) for i in range(7)]
     live: list[list] = []  # [first observation, turns, turns left]
@@ -145,7 +203,7 @@ def test_cache_store_stays_bounded(smoke_model):
     assert stats.prefilled_tokens < 0.35 * stats.prompt_tokens
     assert max(sizes) < 4 * max(sizes[:3])  # flat: bounded by a few episodes' worth, not growing with the run
 
-    small = TransformersBackend(smoke_model, reuse_cache=True, max_cached=1)
+    small = TransformersBackend(smoke_model, mode=mode, max_cached=1)
     small.generate(_chats(3), max_new_tokens=8)
     assert len(small._store) == 1
     small.clear_cache()

@@ -7,6 +7,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import cache
 from typing import Protocol
 
 import torch
@@ -82,14 +83,21 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
-class TransformersBackend:
-    """In-process generation, in one of two modes.
+MODES = ("batched", "reuse", "batched-reuse")
 
-    Batched (the default on CUDA): left-padded batches, one forward pass per new token for all live chats.
-    Cache reuse (the default on CPU, where rollouts are prefill-bound): chats one at a time, each starting
-    from the stored KV cache that shares the longest token prefix with its prompt, so a chat that extends
-    an earlier one (the next step of an episode) prefills only its new turn instead of the whole episode.
-    Greedy outputs and the token counts of each Completion are the same in both modes.
+
+class TransformersBackend:
+    """In-process generation, in one of three modes (`mode`).
+
+    "batched" (the default on CUDA): left-padded batches, one forward pass per new token for all live chats.
+    "reuse": chats one at a time, each starting from the stored KV cache that shares the longest token
+    prefix with its prompt, so a chat that extends an earlier one (the next step of an episode) prefills
+    only its new turn instead of the whole episode.
+    "batched-reuse" (the default on CPU, where rollouts are prefill-bound and a decoding step costs about
+    the same at batch 1 as at batch 4): each chat of a batch finds its cache and prefills its new tokens
+    as in "reuse", then all of them decode together over one left-padded batch cache, and each chat's
+    keys and values are cut back out of it (padding stripped) for its next turn.
+    Greedy outputs and the token counts of each Completion are the same in every mode.
 
     The store keeps at most `max_cached` entries (default 2 x batch_size), least recently written dropped
     first: rollouts send at most batch_size chats per call, so the entries written by the last two calls,
@@ -104,16 +112,31 @@ class TransformersBackend:
         batch_size: int = 8,
         reuse_cache: bool | None = None,
         max_cached: int | None = None,
+        mode: str | None = None,
     ):
+        """`mode` picks one of MODES; without it, `reuse_cache` True/False means "reuse"/"batched", and
+        neither means the device's default ("batched-reuse" on CPU, "batched" elsewhere)."""
         self.loaded = loaded
         self.tok = loaded.tokenizer
         self.batch_size = batch_size
-        self.reuse_cache = loaded.device.type == "cpu" if reuse_cache is None else reuse_cache
+        if mode is None:
+            if reuse_cache is None:
+                mode = "batched-reuse" if loaded.device.type == "cpu" else "batched"
+            else:
+                mode = "reuse" if reuse_cache else "batched"
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}: pick one of {', '.join(MODES)}")
+        self.mode = mode
         self.max_cached = max_cached if max_cached is not None else 2 * batch_size
         self.name = f"transformers:{loaded.profile.name}"
         self.eos_ids = self._eos_ids()
         self.stats = GenerationStats()
         self._store: list[_CacheEntry] = []  # oldest write first
+
+    @property
+    def reuse_cache(self) -> bool:
+        """Whether chats start from stored KV caches (modes "reuse" and "batched-reuse")."""
+        return self.mode != "batched"
 
     def _eos_ids(self) -> set[int]:
         ids = {self.tok.eos_token_id}
@@ -139,11 +162,12 @@ class TransformersBackend:
 
     @torch.no_grad()
     def generate(self, chats: list[list[dict]], max_new_tokens: int = 64, stop: list[str] | None = None) -> list[Completion]:
-        if self.reuse_cache:
+        if self.mode == "reuse":
             return [self._generate_reusing(chat, max_new_tokens, stop) for chat in chats]
+        step = self._generate_batch_reusing if self.mode == "batched-reuse" else self._generate_batch
         out: list[Completion] = []
         for start in range(0, len(chats), self.batch_size):
-            out += self._generate_batch(chats[start : start + self.batch_size], max_new_tokens, stop)
+            out += step(chats[start : start + self.batch_size], max_new_tokens, stop)
         return out
 
     def _completion(self, prompt_len: int, new: list[int], stop: list[str] | None) -> Completion:
@@ -177,23 +201,24 @@ class TransformersBackend:
         self.stats.padding_tokens += width * len(prompts) - real
         return [self._completion(len(prompt), row, stop) for prompt, row in zip(prompts, generated)]
 
-    def _take_cache(self, prompt: list[int]):
+    def _take_cache(self, prompt: list[int], copy_only: list[_CacheEntry] = ()):
         """A cache holding a prefix of `prompt` (at least one prompt token left out), or None.
 
         The entry with the longest common prefix wins. When the prompt extends that entry's own prompt
         (the next turn of the same chat), the entry is taken out of the store and cropped. When it shares
         less (another episode with the same system prompt), the shared keys and values are copied and the
-        entry stays for the chat it belongs to.
+        entry stays for the chat it belongs to. Entries in `copy_only` (other chats of the batch being
+        prefilled) are only ever copied from.
         """
         best, common = None, 0
-        for entry in self._store:
+        for entry in [*self._store, *copy_only]:
             n = _common_prefix(entry.ids, prompt)
             if n > common:
                 best, common = entry, n
         usable = min(common, len(prompt) - 1)  # generate needs at least one new token to run
         if best is None or usable <= 0:
             return None
-        if common >= best.prompt_len:
+        if common >= best.prompt_len and any(e is best for e in self._store):
             self._store.remove(best)
             cache = best.cache
             if cache.get_seq_length() > usable:
@@ -241,6 +266,170 @@ class TransformersBackend:
         self.stats.reused_chats += cached > 0
         return self._completion(len(prompt), row[len(prompt) :], stop)
 
+
+    def _plain_caches(self) -> bool:
+        """Whether this model's cache is all full-attention layers (what cropping and padding by position need)."""
+        if not hasattr(self, "_plain"):
+            from transformers import DynamicCache
+            from transformers.cache_utils import DynamicLayer
+
+            self._plain = all(type(layer) is DynamicLayer for layer in DynamicCache(config=self.loaded.model.config).layers)
+        return self._plain
+
+    def _generate_batch_reusing(self, chats, max_new_tokens, stop) -> list[Completion]:
+        """Prefill each chat's uncached tokens on its own, then decode the whole batch in one greedy loop."""
+        from transformers import DynamicCache
+
+        if not self._plain_caches():  # sliding-window or other layers: no per-position cache surgery
+            return [self._generate_reusing(chat, max_new_tokens, stop) for chat in chats]
+        model, dev = self.loaded.model, self.loaded.device
+        prompts = [self.prompt_ids(c) for c in chats]
+        caches, gen, prefilled = [], [], []
+        for prompt in prompts:
+            cache = self._take_cache(prompt, copy_only=prefilled)
+            cached = cache.get_seq_length() if cache is not None else 0
+            if cache is None:
+                cache = DynamicCache(config=model.config)
+            logits = model(
+                input_ids=torch.tensor([prompt[cached:]], device=dev),
+                attention_mask=torch.ones(1, len(prompt), dtype=torch.long, device=dev),
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits
+            caches.append(cache)
+            gen.append([int(logits[0, -1].argmax())])
+            # Later chats of this batch may copy this one's prompt (the first call: one shared system prompt).
+            prefilled.append(_CacheEntry(prompt, len(prompt), cache))
+            self.stats.chats += 1
+            self.stats.prompt_tokens += len(prompt)
+            self.stats.prefilled_tokens += len(prompt) - cached
+            self.stats.reused_chats += cached > 0
+        del prefilled
+
+        def finished(i: int) -> bool:
+            return gen[i][-1] in self.eos_ids or len(gen[i]) >= max_new_tokens
+
+        live = [i for i in range(len(prompts)) if not finished(i)]
+        if live:
+            self._decode_together(live, caches, gen, finished, max_new_tokens)
+        for i, prompt in enumerate(prompts):
+            # The last generated token was never fed back, so the cache holds one token fewer than the row.
+            self._keep_cache(prompt + gen[i][:-1], len(prompt), caches[i])
+        return [self._completion(len(prompt), row, stop) for prompt, row in zip(prompts, gen)]
+
+    def _decode_together(self, live, caches, gen, finished, max_new_tokens: int) -> None:
+        """Greedy decoding of the chats `live` over one batch cache, left-padded to the longest.
+
+        Each row's pad positions are masked out and its position ids continue from its own length, so every
+        row computes what it would alone. A row that ends leaves the batch with its own keys and values
+        (padding stripped) put back in `caches[i]`; the rest move to a narrower batch cache.
+        """
+        from transformers import DynamicCache
+
+        model, dev = self.loaded.model, self.loaded.device
+        steps = max(max_new_tokens - len(gen[i]) for i in live)  # forward passes left at most
+        lengths = [caches[i].get_seq_length() for i in live]  # cached tokens: the prompt, then fed tokens
+        width = max(lengths)
+        pads = [width - n for n in lengths]
+        batch = DynamicCache()
+        batch.layers = [
+            _buffer_layer().stacked([caches[i].layers[n] for i in live], pads, width + steps)
+            for n in range(len(caches[live[0]].layers))
+        ]
+        for i in live:
+            caches[i] = None  # free the per-chat copies while the batch decodes
+        while live:
+            seen = batch.get_seq_length()
+            mask = torch.ones(len(live), seen + 1, dtype=torch.long, device=dev)
+            for row, pad in enumerate(pads):
+                mask[row, :pad] = 0
+            logits = model(
+                input_ids=torch.tensor([[gen[i][-1]] for i in live], device=dev),
+                attention_mask=mask,
+                position_ids=torch.tensor([[seen - pad] for pad in pads], device=dev),
+                past_key_values=batch,
+                use_cache=True,
+            ).logits
+            for i, token in zip(live, logits[:, -1].argmax(-1).tolist()):
+                gen[i].append(token)
+            done = [row for row, i in enumerate(live) if finished(i)]
+            if not done:
+                continue
+            for row in done:
+                caches[live[row]] = DynamicCache(ddp_cache_data=[layer.row(row, pads[row]) for layer in batch.layers])
+            keep = [row for row in range(len(live)) if row not in done]
+            live = [live[row] for row in keep]
+            if live:
+                cut = min(pads[row] for row in keep)  # padding every remaining row has: drop it
+                pads = [pads[row] - cut for row in keep]
+                steps = max(max_new_tokens - len(gen[i]) for i in live)
+                for layer in batch.layers:
+                    layer.select(keep, cut, steps)
+
+
+@cache
+def _buffer_layer():
+    """The class below, built on first use (transformers is imported lazily in this module)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class _BufferLayer(DynamicLayer):
+        """A full-attention cache layer that writes new tokens into room reserved up front.
+
+        DynamicLayer concatenates on every token, copying the whole batch cache at each decoding step; here the
+        batch is copied once when it is assembled (and when rows leave), and each step writes one position.
+        """
+
+        def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
+            super().__init__()
+            self._k, self._v, self._len = keys, values, length
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            self._expose()
+
+        @classmethod
+        def stacked(cls, layers, pads: list[int], capacity: int):
+            """Rows of single-chat layers, each right-aligned at the same width after `pads[row]` zeros."""
+            first = layers[0].keys
+            shape = (len(layers), first.shape[1], capacity, first.shape[3])
+            keys = torch.zeros(shape, dtype=first.dtype, device=first.device)
+            values = torch.zeros_like(keys)
+            width = pads[0] + layers[0].keys.shape[-2]
+            for row, (layer, pad) in enumerate(zip(layers, pads)):
+                keys[row, :, pad:width] = layer.keys[0]
+                values[row, :, pad:width] = layer.values[0]
+            return cls(keys, values, width)
+
+        def _expose(self) -> None:
+            self.keys, self.values = self._k[:, :, : self._len], self._v[:, :, : self._len]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            new = key_states.shape[-2]
+            if self._len + new > self._k.shape[-2]:  # out of reserved room: grow (not expected in a decoding loop)
+                grow = max(new, self._k.shape[-2])
+                self._k = torch.cat([self._k, self._k.new_zeros(*self._k.shape[:2], grow, self._k.shape[3])], dim=-2)
+                self._v = torch.cat([self._v, self._v.new_zeros(*self._v.shape[:2], grow, self._v.shape[3])], dim=-2)
+            self._k[:, :, self._len : self._len + new] = key_states
+            self._v[:, :, self._len : self._len + new] = value_states
+            self._len += new
+            self._expose()
+            return self.keys, self.values
+
+        def row(self, row: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+            """One row's keys and values without its padding, as compact tensors of their own."""
+            return self.keys[row : row + 1, :, pad:].clone(), self.values[row : row + 1, :, pad:].clone()
+
+        def select(self, rows: list[int], cut: int, room: int) -> None:
+            """Keep `rows`, drop the first `cut` positions (padding of every kept row), reserve `room` more."""
+            index = torch.tensor(rows, device=self._k.device)
+            length = self._len - cut
+            keys = self._k.new_zeros(len(rows), self._k.shape[1], length + room, self._k.shape[3])
+            values = torch.zeros_like(keys)
+            keys[:, :, :length] = self.keys.index_select(0, index)[:, :, cut:]
+            values[:, :, :length] = self.values.index_select(0, index)[:, :, cut:]
+            self._k, self._v, self._len = keys, values, length
+            self._expose()
+
+    return _BufferLayer
 
 class OpenAIBackend:
     """Any OpenAI-compatible server (OpenAI, vLLM, `transformers serve`), with retries and backoff."""
