@@ -103,7 +103,9 @@ class TransformersBackend:
     first: rollouts send at most batch_size chats per call, so the entries written by the last two calls,
     which include every live episode's, always fit. An entry costs 2 (keys, values) x layers x KV heads x
     head dim x bytes per value, per token: SmolLM2-135M in float32, 30 x 3 x 64, is 45 KiB per token, so
-    about 90 MB for a 2,000-token episode; `cache_bytes()` gives the store's current size.
+    about 90 MB for a 2,000-token episode; `cache_bytes()` gives the store's current size. While a batch
+    decodes in "batched-reuse", its chats' caches live in one padded batch cache instead (copied in, the
+    per-chat tensors let go), with room reserved for max_new_tokens more positions.
     """
 
     def __init__(
