@@ -2,7 +2,9 @@
 the model prefills per episode. With --reuse-cache each batch size runs in every backend mode: left-padded
 batches ("batched"), per-episode KV cache reuse one chat at a time ("reuse": only each step's new turn is
 prefilled), and reuse with the batch decoded together ("batched-reuse"); the ratios are printed. --modes
-picks the modes to run.
+picks the modes to run. Measured on the cpu profile (ReAct, 4 train games, 10 steps, batch 4, few-shot off,
+one thread, a shared 2-core machine; two runs, the modes in opposite orders): batched 1.82-2.09, reuse
+2.85-2.93, batched-reuse 3.85-4.61 episodes/min, the same answer at every step in all three.
 
     python bench/rollout.py --profile smoke --games 8 --max-steps 10
     python bench/rollout.py --profile cpu --games 8 --max-steps 8 --threads 1
