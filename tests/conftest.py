@@ -77,3 +77,18 @@ def served_smoke(smoke_model, tmp_path_factory):
     proc.terminate()
     proc.wait(timeout=30)
     log.close()
+
+
+def send_chat_completion(handler, text: str, model: str = "m") -> None:
+    """Answer an OpenAI chat-completions request from a test's own HTTP handler with `text`."""
+    import json
+
+    reply = {"id": "x", "object": "chat.completion", "created": 0, "model": model,
+             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+             "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}}
+    data = json.dumps(reply).encode()
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

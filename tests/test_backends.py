@@ -12,7 +12,7 @@ import torch
 from ragdistill.agents import REACT
 from ragdistill.backends import MODES, BackendError, OpenAIBackend, TransformersBackend
 
-from conftest import free_port
+from conftest import free_port, send_chat_completion
 
 OBS = "You are in the middle of a room. Looking quickly around you, you see a desk 1, a shelf 1.\n\nYour task is to: put a mug in desk."
 
@@ -238,16 +238,7 @@ class _Flaky(BaseHTTPRequestHandler):
             self.send_response(503)
             self.end_headers()
             return
-        body = json.dumps({
-            "id": "x", "object": "chat.completion", "created": 0, "model": "m",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "go to desk 1"}}],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
-        }).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        send_chat_completion(self, "go to desk 1")
 
     def log_message(self, *args):
         pass

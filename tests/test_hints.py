@@ -22,7 +22,7 @@ from ragdistill.hints import (
 )
 from ragdistill.io import read_jsonl
 
-from conftest import free_port
+from conftest import free_port, send_chat_completion
 
 
 def test_schema_accepts_good_answers():
@@ -148,15 +148,7 @@ class _Corrects(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         rejected = any("was rejected" in m["content"] for m in body["messages"] if m["role"] == "user")
         text = '{"hints": ["Open the {receptacle} before looking inside."]}' if rejected else "Sure! Here are hints:"
-        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                 "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                 "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10}}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_chat_completion(self, text, body["model"])
 
     def log_message(self, *args):
         pass

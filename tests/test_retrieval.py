@@ -7,6 +7,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from conftest import send_chat_completion
+
 from ragdistill.backends import OpenAIBackend, TransformersBackend
 from ragdistill.hints import Hint
 from ragdistill.retrieval import (
@@ -97,15 +99,7 @@ class _KeywordModel(BaseHTTPRequestHandler):
         rules = re.findall(r"^(\d+)\. (.+)$", rules_part, re.MULTILINE)
         ranked = sorted(rules, key=lambda r: (-len(words & set(re.findall(r"[a-z]+", r[1].lower()))), int(r[0])))
         text = json.dumps({"indices": [int(n) for n, _ in ranked[:k]]})
-        reply = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                 "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
-                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
-        data = json.dumps(reply).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_chat_completion(self, text, body["model"])
 
     def log_message(self, *args):
         pass
