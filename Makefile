@@ -47,8 +47,12 @@ data: $(STAMP)
 test: $(STAMP) data
 	$(TEST_ENV) $(BIN)/python -m pytest
 
+# torch's default thread count is many times slower when the cores are also busy with the games'
+# worker processes (measured 6x and more on 2 cores); raise THREADS on a larger machine.
+THREADS ?= 1
+
 run: $(STAMP) data
-	HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m ragdistill.pipeline --profile $(PROFILE) $(if $(RUN),--run $(RUN))
+	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m ragdistill.pipeline --profile $(PROFILE) $(if $(RUN),--run $(RUN))
 
 # Rerun the smoke chain and rewrite tests/reference/smoke_chain.json; prints every figure that changed.
 reference: $(STAMP) data
