@@ -47,7 +47,7 @@ data: $(STAMP)
 test: $(STAMP) data
 	$(TEST_ENV) $(BIN)/python -m pytest
 
-# torch's default thread count is many times slower when the cores are also busy with the games'
+# torch's default thread count is many times slower when the cores are also busy with the game
 # worker processes (measured 6x and more on 2 cores); raise THREADS on a larger machine.
 THREADS ?= 1
 
