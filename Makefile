@@ -8,6 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PROFILE ?= cpu
 RUN     ?=
+BENCHMARK ?= alfworld
 PIP     := $(BIN)/python -m pip
 
 # Data locations follow alfworld's own convention; archives are used when given (CI: ../shared/data).
@@ -25,7 +26,7 @@ TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_
 .PHONY: run test data venv kernel lint clean-venv help reference
 
 help:
-	@echo "make run     run the notebook chain on PROFILE=$(PROFILE) into outputs/runs/ (RUN=<dir> resumes one)"
+	@echo "make run     run the notebook chain on PROFILE=$(PROFILE) on BENCHMARK=$(BENCHMARK) (alfworld or webshop) into outputs/runs/ (RUN=<dir> resumes one)"
 	@echo "make test    run the test suite"
 	@echo "make reference  rerun the smoke chain and rewrite the regression test's reference figures"
 	@echo "make data    unpack or download the ALFWorld data into ALFWORLD_DATA=$(ALFWORLD_DATA)"
@@ -52,7 +53,7 @@ test: $(STAMP) data
 THREADS ?= 1
 
 run: $(STAMP) data
-	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m ragdistill.pipeline --profile $(PROFILE) $(if $(RUN),--run $(RUN))
+	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m ragdistill.pipeline --profile $(PROFILE) --env $(BENCHMARK) $(if $(RUN),--run $(RUN))
 
 # Rerun the smoke chain and rewrite tests/reference/smoke_chain.json; prints every figure that changed.
 reference: $(STAMP) data

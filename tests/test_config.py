@@ -6,7 +6,38 @@ from ragdistill.profiles import UnknownProfileError, get_profile
 
 def test_defaults_are_valid():
     cfg = TourConfig.from_params({})
-    assert cfg.profile == "smoke" and cfg.split == "valid_unseen"
+    assert cfg.profile == "smoke" and cfg.env == "alfworld" and cfg.resolved_split == "valid_unseen"
+    assert cfg.run_name == "smoke-dev"
+
+
+def test_env_picks_the_benchmark_defaults():
+    from ragdistill.config import EvalConfig, FailureConfig, HintConfig
+    from ragdistill.train import StudentConfig
+
+    web = {"env": "webshop"}
+    assert TourConfig.from_params(web).resolved_split == "test"
+    assert EvalConfig.from_params(web).resolved_split == "test"
+    assert FailureConfig.from_params(web).step_limit == 15 and FailureConfig.from_params({}).step_limit == 50
+    assert HintConfig.from_params(web).hints_per_failure == 2 and HintConfig.from_params({}).hints_per_failure == 4
+    assert TourConfig.from_params(web).run_name == "smoke-webshop-dev"
+    gpu = {"profile": "gpu-7b"}
+    assert (StudentConfig.from_params({**gpu, **web}).rank, StudentConfig.from_params({**gpu, **web}).alpha) == (16, 32)
+    assert (StudentConfig.from_params(gpu).rank, StudentConfig.from_params(gpu).alpha) == (64, 128)
+    with pytest.raises(ConfigError, match="env='webshp'"):
+        TourConfig.from_params({"env": "webshp"})
+    with pytest.raises(ConfigError, match="evaluate webshop on 'test'"):
+        EvalConfig.from_params({**web, "split": "valid_unseen"})
+
+
+def test_stages_of_a_run_must_share_the_env(tmp_path, monkeypatch):
+    from ragdistill.config import FailureConfig, HintConfig
+
+    monkeypatch.setenv("RAGDISTILL_OUTPUTS", str(tmp_path))
+    first = FailureConfig.from_params({"run": "mixed"})
+    first.save()
+    (first.stage_dir / "episodes.jsonl").write_text("")
+    with pytest.raises(ConfigError, match="played alfworld in stage 01_failures"):
+        HintConfig.from_params({"run": "mixed", "env": "webshop"}).input_file("01_failures", "episodes.jsonl")
 
 
 def test_unknown_parameter_is_rejected_with_a_suggestion():

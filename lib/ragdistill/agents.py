@@ -1,6 +1,8 @@
 """Agents: how a prompt is built from an episode, and how an action is read from a model's answer.
 
-ReAct writes a short thought and an action; StateAct first states its goal, location and inventory.
+ReAct writes a short thought and an action; StateAct first states its goal, location and inventory (on
+WebShop: its goal, the page it is on and the options chosen so far). Each agent exists for ALFWorld and
+for WebShop, with that benchmark's commands and few-shot examples.
 The whole episode is in the prompt as a chat: system (rules, few-shot examples, optional hint block),
 then the first observation (room description and task), then the agent's answers and the game's replies.
 Training (stage 05) renders examples with the same function, so the format at training and at inference
@@ -26,6 +28,7 @@ HINT_PREAMBLE = (
 )
 
 _ACTION_LINE = re.compile(r"^\s*(?:>\s*)?action\s*:\s*(?P<a>.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_WEB_ACTION = re.compile(r"(?:search|click)\[[^\]\n]*\]", re.IGNORECASE)
 _BARE = re.compile(r"^\s*(?:>\s*)?(?P<a>(?:" + "|".join(re.escape(v) for v in VERBS) + r")\b.*?)\s*$",
                    re.IGNORECASE | re.MULTILINE)
 
@@ -49,6 +52,18 @@ def parse_action(text: str) -> Parsed:
     return Parsed(" ".join(text.split()), False)  # still sent: the game answers "Nothing happens."
 
 
+def parse_web_action(text: str) -> Parsed:
+    """WebShop: the `search[...]`/`click[...]` of the last `action:` line that has one; else the last one anywhere."""
+    for line in reversed(_ACTION_LINE.findall(text)):
+        found = _WEB_ACTION.findall(line)
+        if found:
+            return Parsed(found[-1], True)
+    found = _WEB_ACTION.findall(text)
+    if found:
+        return Parsed(found[-1], True)
+    return Parsed(" ".join(text.split()), False)  # still sent: the shop answers with the available actions
+
+
 def hint_block(hints: list[str]) -> str:
     """The delimited hint block, worded the same for every episode."""
     lines = "\n".join(f"- {h}" for h in hints)
@@ -56,11 +71,12 @@ def hint_block(hints: list[str]) -> str:
 
 
 @lru_cache(maxsize=None)
-def load_fewshot(agent: str) -> dict[str, list[dict]]:
-    """Few-shot episodes per task type, written from expert walkthroughs of train games (data/fewshot/)."""
-    path = data_dir() / "fewshot" / f"alfworld_{agent}.json"
+def load_fewshot(agent: str, env: str = "alfworld") -> dict[str, list[dict]]:
+    """Few-shot episodes per task type (`*`: for every type), written from train tasks (data/fewshot/):
+    ALFWorld's from expert walkthroughs, WebShop's one example from a train goal."""
+    path = data_dir() / "fewshot" / f"{env}_{agent}.json"
     if not path.is_file():
-        raise FileNotFoundError(f"few-shot examples for agent {agent!r} not found at {path}")
+        raise FileNotFoundError(f"few-shot examples for agent {agent!r} on {env} not found at {path}")
     return json.loads(path.read_text())
 
 
@@ -72,6 +88,7 @@ class Agent:
     instructions: str
     fewshot_count: int = 2
     max_new_tokens: int = 96
+    env: str = "alfworld"
 
     def render_example(self, example: dict) -> str:
         """A few-shot episode as plain text inside the system prompt."""
@@ -84,7 +101,8 @@ class Agent:
     def system_prompt(self, task_type: str, hints: list[str] | None = None, fewshot: bool = True) -> str:
         parts = [self.instructions]
         if fewshot and self.fewshot_count:
-            examples = load_fewshot(self.name).get(task_type, [])[: self.fewshot_count]
+            shots = load_fewshot(self.name, self.env)
+            examples = (shots.get(task_type) or shots.get("*", []))[: self.fewshot_count]
             for i, ex in enumerate(examples, 1):
                 parts.append(f"Example {i}:\n{self.render_example(ex)}")
         if hints:
@@ -111,7 +129,7 @@ class Agent:
         return chat
 
     def parse(self, text: str) -> Parsed:
-        return parse_action(text)
+        return parse_web_action(text) if self.env == "webshop" else parse_action(text)
 
 
 _COMMANDS = (
@@ -133,11 +151,39 @@ STATEACT = Agent(
     max_new_tokens=128,
 )
 
+_WEB_ACTIONS = (
+    "Actions: search[<keywords>] on the search page; click[<button>] with a button, a product id or an option "
+    "value exactly as the page shows it, in lower case: click[next >], click[b0123abcde], click[large], "
+    "click[buy now]. Choose the instruction's options on the item page before buying; mind the price limit."
+)
+
+WEB_REACT = Agent(
+    "react",
+    "You are shopping in a web store (WebShop) for the product the instruction describes. Each turn, answer in "
+    "two lines:\nthink: <one short thought about what to do next>\naction: <one action>\n" + _WEB_ACTIONS,
+    fewshot_count=1,
+    env="webshop",
+)
+
+WEB_STATEACT = Agent(
+    "stateact",
+    "You are shopping in a web store (WebShop) for the product the instruction describes. Each turn, first "
+    "state where you are, then act, in five lines:\ngoal: <what to buy: type, attributes, options, price limit>\n"
+    "page: <the page you are on>\nchosen: <options chosen so far, or nothing>\nthought: <one short thought>\n"
+    "action: <one action>\n" + _WEB_ACTIONS,
+    fewshot_count=1,
+    max_new_tokens=128,
+    env="webshop",
+)
+
 AGENTS = {a.name: a for a in (REACT, STATEACT)}
+WEB_AGENTS = {a.name: a for a in (WEB_REACT, WEB_STATEACT)}
 
 
-def get_agent(name: str) -> Agent:
+def get_agent(name: str, env: str = "alfworld") -> Agent:
+    """The agent `name` (react, stateact) for a benchmark (alfworld, webshop)."""
+    agents = WEB_AGENTS if env == "webshop" else AGENTS
     try:
-        return AGENTS[name]
+        return agents[name]
     except KeyError:
-        raise ValueError(f"unknown agent {name!r}: choose one of {', '.join(AGENTS)}") from None
+        raise ValueError(f"unknown agent {name!r}: choose one of {', '.join(agents)}") from None

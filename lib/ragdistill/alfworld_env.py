@@ -108,6 +108,7 @@ class Step:
     done: bool
     won: bool
     admissible: bool  # was the (normalised) action among the admissible commands
+    reward: float = 0.0  # 1.0 when won (WebShop's steps carry a graded reward here)
 
 
 class AlfworldEnv:
@@ -149,7 +150,8 @@ class AlfworldEnv:
         admissible = command in self._state["admissible_commands"]
         self._state, _, done = self._env.step(command)
         won = bool(self._state["won"])
-        return Step(observation=self._state.feedback.strip(), done=bool(done) or won, won=won, admissible=admissible)
+        return Step(observation=self._state.feedback.strip(), done=bool(done) or won, won=won, admissible=admissible,
+                    reward=float(won))
 
     def close(self) -> None:
         if self._env is not None:

@@ -7,7 +7,10 @@ import textwrap
 
 import pandas as pd
 
-from .alfworld_env import TYPE_ORDER
+from .alfworld_env import TYPE_ORDER as _ALFWORLD_TYPES
+from .webshop_data import WEBSHOP_CATEGORIES
+
+TYPE_ORDER = (*_ALFWORLD_TYPES, *WEBSHOP_CATEGORIES)  # display order of task types (ALFWorld) and categories (WebShop)
 
 
 def episodes_frame(records: list[dict]) -> pd.DataFrame:
@@ -19,6 +22,7 @@ def episodes_frame(records: list[dict]) -> pd.DataFrame:
             "agent": r["agent"],
             "condition": r["condition"],
             "won": bool(r["won"]),
+            "reward": float(r.get("reward", float(r["won"]))),  # WebShop's purchase reward; ALFWorld: won or not
             "steps": r["steps"],
             "tokens": r["prompt_tokens"] + r["completion_tokens"],
             "prompt_tokens": r["prompt_tokens"],
@@ -28,7 +32,8 @@ def episodes_frame(records: list[dict]) -> pd.DataFrame:
         }
         for r in records
     ]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["game_id", "task_type", "agent", "condition", "won", "reward", "steps", "tokens",
+                                       "prompt_tokens", "completion_tokens", "invalid_actions", "stop_reason"])
 
 
 def success_table(df: pd.DataFrame, by: str = "agent") -> pd.DataFrame:
@@ -60,6 +65,7 @@ def summary(df: pd.DataFrame, by: str = "agent") -> dict:
             "successes": wins,
             "success_rate": round(100 * wins / len(g), 1),
             "success_ci95": wilson(wins, len(g)),
+            "score": round(100 * float(g["reward"].mean()), 1),  # WebShop's score: 100 x mean reward
             "mean_steps": round(float(g["steps"].mean()), 2),
             "mean_tokens": round(float(g["tokens"].mean()), 1),
             "invalid_action_rate": round(float(g["invalid_actions"].sum() / max(1, g["steps"].sum())), 3),

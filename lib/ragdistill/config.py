@@ -57,7 +57,8 @@ class StageConfig:
     STAGE: ClassVar[str] = ""
 
     profile: str = "smoke"
-    run: str = ""  # folder name under outputs/runs/; empty: "<profile>-dev"
+    env: str = "alfworld"  # the benchmark: "alfworld" or "webshop"; every stage of a run uses the same
+    run: str = ""  # folder name under outputs/runs/; empty: "<profile>-dev" ("<profile>-webshop-dev" on WebShop)
     seed: int = 0
 
     @classmethod
@@ -97,12 +98,16 @@ class StageConfig:
     def validate(self) -> None:
         """Checks beyond types; subclasses extend. Unknown profiles fail here."""
         get_profile(self.profile)
+        from .envs import ENVS
+
+        if self.env not in ENVS:
+            raise ConfigError(f"env={self.env!r}: choose one of {', '.join(ENVS)}")
         if self.run and ("/" in self.run or self.run.startswith(".")):
             raise ConfigError(f"run={self.run!r} must be a plain folder name, not a path")
 
     @property
     def run_name(self) -> str:
-        return self.run or f"{self.profile}-dev"
+        return self.run or (f"{self.profile}-dev" if self.env == "alfworld" else f"{self.profile}-{self.env}-dev")
 
     @property
     def run_dir(self) -> Path:
@@ -126,6 +131,16 @@ class StageConfig:
                 f"{notebook_of(stage)}.ipynb with run={self.run_name!r} first (or `make run RUN={self.run_name}`, "
                 "which runs every stage in order)."
             )
+        written = self.run_dir / stage / "config.json"
+        if written.is_file():
+            import json
+
+            env = json.loads(written.read_text()).get("env", "alfworld")
+            if env != self.env:
+                raise ConfigError(
+                    f"run {self.run_name!r} played {env} in stage {stage}, but this notebook has env={self.env!r}: "
+                    f"use the same env in every stage of a run (or another run name)."
+                )
         return path
 
     def to_dict(self) -> dict[str, Any]:
@@ -142,7 +157,7 @@ class TourConfig(StageConfig):
 
     STAGE: ClassVar[str] = "00_tour"
 
-    split: str = "valid_unseen"
+    split: str = ""  # empty: the evaluation split (ALFWorld valid_unseen, WebShop test)
     game_index: int = 0
     max_new_tokens: int = 64
     load_4bit: bool | None = None  # None: 4-bit on CUDA, off on CPU
@@ -150,11 +165,19 @@ class TourConfig(StageConfig):
     def validate(self) -> None:
         super().validate()
         from .data import ALFWORLD_SPLITS
+        from .webshop_data import WEBSHOP_SPLITS
 
-        if self.split not in ALFWORLD_SPLITS:
-            raise ConfigError(f"split={self.split!r}: choose one of {', '.join(ALFWORLD_SPLITS)}")
+        splits = ALFWORLD_SPLITS if self.env == "alfworld" else WEBSHOP_SPLITS
+        if self.split and self.split not in splits:
+            raise ConfigError(f"split={self.split!r}: choose one of {', '.join(splits)} on {self.env}")
         if self.game_index < 0:
             raise ConfigError("game_index must be >= 0")
+
+    @property
+    def resolved_split(self) -> str:
+        from .envs import EVAL_SPLIT
+
+        return self.split or EVAL_SPLIT[self.env]
 
 
 @dataclass
@@ -162,7 +185,7 @@ class RolloutStageConfig(StageConfig):
     """Parameters shared by the stages that play episodes (01 failures, 03 teacher, 06 evaluation)."""
 
     agents: list[str] = field(default_factory=lambda: ["react", "stateact"])
-    max_steps: int = 50
+    max_steps: int = 0  # 0: the paper's limit for the env (ALFWorld 50, WebShop 15)
     repeat_limit: int = 5
     batch_size: int = 8
     workers: int = -1  # environment worker processes; -1: one per CPU, 0: in this process
@@ -183,11 +206,16 @@ class RolloutStageConfig(StageConfig):
             raise ConfigError(f"backend={self.backend!r}: choose 'local' or 'openai'")
         if self.backend == "openai" and not self.api_model:
             raise ConfigError("backend='openai' needs api_model (the model name the server knows)")
-        for name in ("max_steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be >= 1")
+        if self.max_steps < 0 or self.batch_size < 1:
+            raise ConfigError("max_steps must be >= 0 (0: the env's limit) and batch_size >= 1")
         if self.workers < -1:
             raise ConfigError("workers: -1 (one per CPU), 0 (in process) or a positive count")
+
+    @property
+    def step_limit(self) -> int:
+        from .envs import MAX_STEPS
+
+        return self.max_steps or MAX_STEPS[self.env]
 
     @property
     def use_fewshot(self) -> bool:
@@ -227,7 +255,7 @@ class HintConfig(StageConfig):
     extractor: str = "auto"  # "heuristic", "llm", or "auto": the LLM on gpu profiles when OPENAI_API_KEY is set
     api_model: str = "gpt-4o"  # the extractor LLM on an OpenAI-compatible server
     base_url: str = ""  # empty: OPENAI_BASE_URL or api.openai.com; the key comes from OPENAI_API_KEY only
-    max_hints: int = 4  # per failed episode (the paper: 1-4 for ALFWorld)
+    max_hints: int = 0  # per failed episode; 0: the paper's (ALFWorld 1-4, WebShop 1-2)
     max_retries: int = 2  # a malformed answer is asked again this many times, then skipped
     dedup_threshold: float = 0.85  # within a type, drop a hint this similar to a kept one
     batch_size: int = 8  # episodes sent to the server at once
@@ -242,12 +270,18 @@ class HintConfig(StageConfig):
                 f"extractor='llm' on the offline profile {self.profile!r} needs base_url (a local OpenAI-compatible "
                 "server such as `transformers serve` or vLLM): the smoke and cpu profiles never use the network."
             )
-        if not 1 <= self.max_hints <= 4:
-            raise ConfigError("max_hints must be between 1 and 4")
+        if not 0 <= self.max_hints <= 4:
+            raise ConfigError("max_hints must be between 1 and 4 (0: the env's)")
         if not 0 < self.dedup_threshold <= 1:
             raise ConfigError("dedup_threshold must be in (0, 1]")
         if self.max_retries < 0 or self.batch_size < 1:
             raise ConfigError("max_retries must be >= 0 and batch_size >= 1")
+
+    @property
+    def hints_per_failure(self) -> int:
+        from .envs import MAX_HINTS
+
+        return self.max_hints or MAX_HINTS[self.env]
 
     @property
     def resolved_extractor(self) -> str:
@@ -314,7 +348,7 @@ class EvalConfig(RolloutStageConfig):
 
     STAGE: ClassVar[str] = "06_eval"
 
-    split: str = "valid_unseen"  # the paper's split (134 games); "valid_seen" is in-distribution
+    split: str = ""  # empty: the paper's (ALFWorld valid_unseen, 134 games; WebShop's 100 test goals); or "valid_seen"
     n_games: int = 0  # 0: every game of the split; else a balanced subset
     conditions: list[str] = field(default_factory=lambda: ["base", "hints", "sft", "distilled"])
     retriever: str = "auto"  # for base+hints, as in notebook 03
@@ -322,11 +356,11 @@ class EvalConfig(RolloutStageConfig):
 
     def validate(self) -> None:
         super().validate()
-        from .data import ALFWORLD_SPLITS
+        from .envs import EVAL_SPLITS
         from .evaluation import CONDITIONS
 
-        if self.split not in ALFWORLD_SPLITS or self.split == "train":
-            raise ConfigError(f"split={self.split!r}: evaluate on 'valid_unseen' or 'valid_seen'")
+        if self.split and self.split not in EVAL_SPLITS[self.env]:
+            raise ConfigError(f"split={self.split!r}: evaluate {self.env} on {' or '.join(map(repr, EVAL_SPLITS[self.env]))}")
         bad = [c for c in self.conditions if c not in CONDITIONS]
         if bad or not self.conditions:
             raise ConfigError(f"conditions={self.conditions!r}: choose from {', '.join(CONDITIONS)}")
@@ -340,6 +374,12 @@ class EvalConfig(RolloutStageConfig):
         if self.retriever != "auto":
             return self.retriever
         return "bm25" if _local_profile(self.profile) else "llm"
+
+    @property
+    def resolved_split(self) -> str:
+        from .envs import EVAL_SPLIT
+
+        return self.split or EVAL_SPLIT[self.env]
 
 
 __all__ = ["ConfigError", "DehintConfig", "EvalConfig", "FailureConfig", "HintConfig", "TeacherConfig", "RolloutStageConfig", "StageConfig", "TourConfig", "field"]

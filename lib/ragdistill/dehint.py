@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from .agents import HINT_BEGIN, HINT_END, HINT_PREAMBLE, get_agent
-from .alfworld_env import get_game, is_reserved
+from .envs import env_of, is_training_task
 from .hints import task_names
 
 
@@ -23,13 +23,15 @@ class LeakError(RuntimeError):
 def episode_messages(record: dict, hints: list[str] | None, fewshot: bool) -> list[dict]:
     """The episode as the agent's chat, ending on its last answer (the final reply is not trained on)."""
     turns = [(t["output"], t["observation"]) for t in record["trajectory"]]
-    chat = get_agent(record["agent"]).messages(record["task_type"], record["first_observation"], turns, hints, fewshot)
+    chat = get_agent(record["agent"], env_of(record["game_id"])).messages(record["task_type"], record["first_observation"], turns, hints, fewshot)
     return chat[:-1]
 
 
 def filled_forms(text: str, game_id: str) -> set[str]:
     """A hint as written and with its placeholders filled with this game's names (lower-cased)."""
     forms = {text.lower()}
+    if env_of(game_id) == "webshop":
+        return forms  # WebShop hints have no placeholders
     names = task_names(game_id)
     filled = text
     for key, value in (("object", names["object"]), ("receptacle", names["receptacle"]),
@@ -54,8 +56,9 @@ def find_leaks(messages: list[dict], game_id: str, hint_texts: list[str]) -> lis
 
 
 def is_eval_game(game_id: str) -> bool:
-    """Evaluation games (valid_seen, valid_unseen) and the reserved warm-start slice never train a student."""
-    return not game_id.startswith("train/") or get_game(game_id).split != "train" or is_reserved(game_id)
+    """Evaluation tasks (ALFWorld valid_seen/valid_unseen, WebShop test goals) and the reserved warm-start
+    slice never train a student."""
+    return not is_training_task(game_id)
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""ALFWorld environments for a batch of episodes, stepped in parallel worker processes.
+"""Environments (ALFWorld games, WebShop goals) for a batch of episodes, stepped in parallel worker processes.
 
 Each live episode has a slot; slot i lives in worker i % workers for its whole episode (a game's state
 cannot move between processes). Commands go out to every worker first and answers are collected after,
@@ -11,11 +11,12 @@ import multiprocessing as mp
 import os
 from dataclasses import asdict
 
-from .alfworld_env import AlfworldEnv, Step
+from .alfworld_env import Step
+from .envs import open_env
 
 
 def _serve(conn) -> None:
-    envs: dict[int, AlfworldEnv] = {}
+    envs: dict = {}
     while True:
         msg = conn.recv()
         op = msg[0]
@@ -24,7 +25,7 @@ def _serve(conn) -> None:
                 _, slot, game_id = msg
                 if slot in envs:
                     envs.pop(slot).close()
-                envs[slot] = AlfworldEnv(game_id)
+                envs[slot] = open_env(game_id)
                 conn.send(("ok", envs[slot].reset()))
             elif op == "step":
                 _, slot, action = msg
@@ -48,7 +49,7 @@ class EnvPool:
 
     def __init__(self, workers: int | None = None):
         self.workers = (os.cpu_count() or 1) if workers is None else workers
-        self._local: dict[int, AlfworldEnv] = {}
+        self._local: dict = {}
         self._conns = []
         self._procs = []
         if self.workers > 0:
@@ -68,7 +69,7 @@ class EnvPool:
                 if op == "reset":
                     if slot in self._local:
                         self._local.pop(slot).close()
-                    self._local[slot] = AlfworldEnv(arg)
+                    self._local[slot] = open_env(arg)
                     out.append(self._local[slot].reset())
                 elif op == "step":
                     out.append(asdict(self._local[slot].step(arg)))

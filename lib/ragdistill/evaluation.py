@@ -4,27 +4,38 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .analysis import mcnemar_exact, summary, wilson
+from .analysis import TYPE_ORDER, mcnemar_exact, summary, wilson
 
 CONDITIONS = ("base", "hints", "sft", "distilled")
 LABELS = {"base": "base", "hints": "base+hints (teacher)", "sft": "SFT", "distilled": "distilled"}
 
-# The paper's ALFWorld success rates (valid_unseen, %), for the settings this project can reproduce.
+# The paper's headline figures for the settings this project can reproduce: ALFWorld success (valid_unseen, %)
+# and WebShop score (100 x mean reward on the 100 test goals).
 PAPER = {
-    "gpu-14b": {"mean": {"base": 79.9, "hints": 82.1, "sft": 85.4, "distilled": 91.0}},
-    "gpu-7b": {"stateact": {"distilled": 79.1}},
+    "alfworld": {
+        "gpu-14b": {"mean": {"base": 79.9, "hints": 82.1, "sft": 85.4, "distilled": 91.0}},
+        "gpu-7b": {"stateact": {"distilled": 79.1}},
+    },
+    "webshop": {
+        "gpu-14b": {"mean": {"base": 60.8, "hints": 67.1, "sft": 72.1, "distilled": 72.4}},
+        "gpu-7b": {"stateact": {"distilled": 65.0}},
+    },
 }
+# The paper's headline measure per benchmark: ALFWorld success (%), WebShop score (100 x mean reward).
+HEADLINE = {"alfworld": "won", "webshop": "reward"}
 
 
-def results_table(df: pd.DataFrame, profile: str) -> pd.DataFrame:
-    """Success (%) with conditions as columns; rows per agent and their mean, then the paper's rows where comparable."""
+def results_table(df: pd.DataFrame, profile: str, env: str = "alfworld") -> pd.DataFrame:
+    """The headline measure (ALFWorld success %, WebShop score) with conditions as columns; rows per agent and
+    their mean, then the paper's rows where comparable (`profile` empty: none are)."""
     conditions = [c for c in CONDITIONS if c in set(df.condition)]
+    column = HEADLINE[env]
     rows = {}
     for agent, g in df.groupby("agent"):
-        rows[f"{agent} (this run)"] = {LABELS[c]: round(100 * g[g.condition == c].won.mean(), 1) for c in conditions}
+        rows[f"{agent} (this run)"] = {LABELS[c]: round(100 * g[g.condition == c][column].mean(), 1) for c in conditions}
     per_agent = pd.DataFrame.from_dict(rows, orient="index")
     rows = {"mean (this run)": per_agent.mean().round(1).to_dict()} if len(per_agent) else {}
-    for agent, values in PAPER.get(profile, {}).items():
+    for agent, values in PAPER[env].get(profile, {}).items():
         rows[f"{agent} (paper, {profile.split('-')[1].upper()})"] = {LABELS[c]: v for c, v in values.items()}
     table = pd.concat([per_agent, pd.DataFrame.from_dict(rows, orient="index")])
     return table.reindex(columns=[LABELS[c] for c in conditions])
@@ -67,8 +78,6 @@ def token_reduction(df: pd.DataFrame, student: str = "distilled", teacher: str =
 
 def per_type_success(df: pd.DataFrame) -> pd.DataFrame:
     """Success (%) per task type (rows) and condition (columns), both agents together."""
-    from .alfworld_env import TYPE_ORDER
-
     table = df.pivot_table(index="task_type", columns="condition", values="won", aggfunc="mean") * 100
     table = table.reindex([t for t in TYPE_ORDER if t in table.index])
     return table[[c for c in CONDITIONS if c in table.columns]].round(1)
@@ -86,6 +95,7 @@ def interval_table(df: pd.DataFrame) -> pd.DataFrame:
             "wins": wins,
             "success %": round(100 * wins / len(g), 1),
             "95% CI": f"{lo:.0f}-{hi:.0f}",
+            "score": round(100 * float(g.reward.mean()), 1),
             "mean steps": round(float(g.steps.mean()), 1),
             "tokens/episode": round(float(g.tokens.mean())),
             "invalid rate": round(float(g.invalid_actions.sum() / max(1, g.steps.sum())), 3),

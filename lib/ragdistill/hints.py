@@ -1,8 +1,9 @@
 """Typed hints from failed episodes: two extractors (an LLM, and an offline heuristic), validation, dedup.
 
 A hint is one imperative sentence of at most 120 characters with placeholders (`{object}`,
-`{receptacle}`) where a game would name an instance such as `apple 1`. Hints are keyed by task type,
-and each remembers the episode it came from.
+`{receptacle}`) where a game would name an instance such as `apple 1`. Hints are keyed by task type
+(on WebShop: the product category, 1-2 hints per failure, a failure being a reward below 1), and each
+remembers the episode it came from.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .alfworld_env import NOTHING_HAPPENS, TYPE_ORDER, get_game, walkthrough
+from .alfworld_env import NOTHING_HAPPENS, get_game, walkthrough
 from .analysis import render_episode
+from .envs import env_of, type_order
 from .io import append_jsonl, read_jsonl
 from .rollout import episode_key
 
@@ -23,6 +25,7 @@ DEDUP_THRESHOLD = 0.85
 # An instance name is a word followed by a number ("apple 1", "drawer 12"): hints must use placeholders.
 _INSTANCE = re.compile(r"\b[a-z]+\s*\d+\b", re.IGNORECASE)
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
+_PRODUCT_ID = re.compile(r"\bb0[0-9a-z]{8}\b", re.IGNORECASE)  # WebShop's ASINs
 # The appliance that each task type needs, and the verb that uses it.
 APPLIANCE = {"heat": ("heat", "microwave"), "cool": ("cool", "fridge"), "clean": ("clean", "sinkbasin")}
 
@@ -79,8 +82,11 @@ class Hint:
 # ---------------------------------------------------------------- validation
 
 
-def validate_hints(raw: str | list | dict, max_hints: int = 4, min_hints: int = 1) -> list[str]:
-    """Parse an extractor's answer (JSON text, a list, or {"hints": [...]}) and check it against the schema."""
+def validate_hints(raw: str | list | dict, max_hints: int = 4, min_hints: int = 1, env: str = "alfworld") -> list[str]:
+    """Parse an extractor's answer (JSON text, a list, or {"hints": [...]}) and check it against the schema.
+
+    ALFWorld hints must not name instances (`apple 1`); WebShop hints must not name product ids (sizes and
+    counts with numbers are fine there)."""
     data = raw
     if isinstance(raw, str):
         text = raw.strip()
@@ -108,9 +114,14 @@ def validate_hints(raw: str | list | dict, max_hints: int = 4, min_hints: int = 
             raise HintFormatError(f"hint {i} is empty")
         if len(h) > MAX_CHARS:
             raise HintFormatError(f"hint {i} has {len(h)} characters; at most {MAX_CHARS}")
-        inst = _INSTANCE.search(_PLACEHOLDER.sub("", h))
-        if inst:
-            raise HintFormatError(f"hint {i} names the instance {inst.group(0)!r}; use a placeholder such as {{object}}")
+        if env == "webshop":
+            product = _PRODUCT_ID.search(h)
+            if product:
+                raise HintFormatError(f"hint {i} names the product {product.group(0)!r}; write a rule for any product")
+        else:
+            inst = _INSTANCE.search(_PLACEHOLDER.sub("", h))
+            if inst:
+                raise HintFormatError(f"hint {i} names the instance {inst.group(0)!r}; use a placeholder such as {{object}}")
         hints.append(h)
     return hints
 
@@ -224,6 +235,10 @@ def diagnose(record: dict) -> list[str]:
 
 def heuristic_hints(record: dict, max_hints: int = 4) -> list[str]:
     """The heuristic extractor: the first `max_hints` diagnoses, validated like an LLM's answer."""
+    if env_of(record["game_id"]) == "webshop":
+        from .webshop_hints import heuristic_hints as webshop_hints
+
+        return validate_hints(webshop_hints(record, max_hints), max_hints=max_hints, env="webshop")
     return validate_hints(diagnose(record)[:max_hints], max_hints=max_hints)
 
 
@@ -238,10 +253,24 @@ EXTRACTOR_SYSTEM = (
 )
 
 
+WEB_EXTRACTOR_SYSTEM = (
+    "You improve a web-shopping agent (WebShop). You read one failed episode: it bought a {task_type} product "
+    "that matched the instruction only in part (reward below 1), or bought nothing. Write {min_hints} to "
+    "{max_hints} short rules that would have made it buy the right product with the right options under the "
+    "price limit. Each rule is one imperative sentence of at most 120 characters, general enough for other "
+    "{task_type} products: no product ids, do not copy the instruction. "
+    'Answer with JSON only, in this form: {{"hints": ["rule one", "rule two"]}}'
+)
+
+
 def extractor_messages(record: dict, max_hints: int = 4) -> list[dict]:
     """The extractor's chat: the rules of the answer, then the whole episode (few-shot examples left out)."""
-    system = EXTRACTOR_SYSTEM.format(task_type=record["task_type"], min_hints=1, max_hints=max_hints)
+    webshop = env_of(record["game_id"]) == "webshop"
+    template = WEB_EXTRACTOR_SYSTEM if webshop else EXTRACTOR_SYSTEM
+    system = template.format(task_type=record["task_type"], min_hints=1, max_hints=max_hints)
     episode = render_episode(record, width=160)
+    if webshop:
+        episode += f"\n\nReward of the episode: {record.get('reward', 0.0):.2f} (1.00 is a full match)"
     return [{"role": "system", "content": system}, {"role": "user", "content": f"Failed episode:\n\n{episode}"}]
 
 
@@ -320,7 +349,7 @@ def extract_all(
             still = []
             for k, text in zip(pending, answers):
                 try:
-                    hints = validate_hints(text, max_hints=max_hints)
+                    hints = validate_hints(text, max_hints=max_hints, env=env_of(entries[k]["game_id"]))
                     entries[k]["attempts"].append({"raw": text, "error": None})
                     entries[k].update(status="ok", hints=hints)
                 except HintFormatError as err:
@@ -352,7 +381,8 @@ def similarity(a: str, b: str) -> float:
 
 def build_bank(entries: list[dict], threshold: float = DEDUP_THRESHOLD) -> tuple[list[Hint], dict]:
     """Typed, deduplicated bank: within a type, a hint more similar than `threshold` to a kept one is dropped."""
-    kept: dict[str, list[Hint]] = {t: [] for t in TYPE_ORDER}
+    env = env_of(entries[0]["game_id"]) if entries else "alfworld"
+    kept: dict[str, list[Hint]] = {t: [] for t in type_order(env)}
     raw = Counter()
     for e in entries:
         if e.get("status") != "ok":

@@ -92,16 +92,24 @@ def stage_done(run_dir: Path, notebook: Path) -> bool:
     return (stage_dir / "metrics.json").is_file() and (stage_dir / notebook.name).is_file()
 
 
-def run_chain(profile: str, run: str | None = None, extra: dict | None = None, only: list[str] | None = None) -> Path:
+def run_chain(profile: str, run: str | None = None, extra: dict | None = None, only: list[str] | None = None,
+              env: str = "alfworld") -> Path:
     """Execute every notebook in order, skipping stages a resumed run already finished."""
+    from .envs import check_env
+
     get_profile(profile)
-    name = Path(run).name if run else f"{profile}-{datetime.now():%Y%m%d-%H%M%S}"
+    check_env(env)
+    tag = profile if env == "alfworld" else f"{profile}-{env}"
+    name = Path(run).name if run else f"{tag}-{datetime.now():%Y%m%d-%H%M%S}"
     run_dir = outputs_dir() / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
     timings = {}
     status_file = run_dir / "pipeline.json"
     if status_file.exists():
-        timings = json.loads(status_file.read_text()).get("seconds", {})
+        status = json.loads(status_file.read_text())
+        if status.get("env", "alfworld") != env:
+            raise ValueError(f"run {name!r} plays {status.get('env', 'alfworld')}, not {env}: resume it with that env")
+        timings = status.get("seconds", {})
     for nb in notebooks():
         if only and nb.stem not in only and STAGES[nb.stem] not in only:
             continue
@@ -110,11 +118,11 @@ def run_chain(profile: str, run: str | None = None, extra: dict | None = None, o
             continue
         print(f"[{name}] {nb.name} ...", flush=True)
         start = time.perf_counter()
-        params = {"profile": profile, "run": name, **CHAIN_PARAMS.get(profile, {}).get(nb.stem, {}), **(extra or {})}
+        params = {"profile": profile, "env": env, "run": name, **CHAIN_PARAMS.get(profile, {}).get(nb.stem, {}), **(extra or {})}
         execute(nb, run_dir, params)
         timings[STAGES[nb.stem]] = round(time.perf_counter() - start, 1)
         print(f"[{name}] {nb.name}: {timings[STAGES[nb.stem]]:.0f}s", flush=True)
-        atomic_write_json(status_file, {"profile": profile, "run": name, "seconds": timings})
+        atomic_write_json(status_file, {"profile": profile, "env": env, "run": name, "seconds": timings})
     print(f"run folder: {run_dir}")
     return run_dir
 
@@ -122,12 +130,13 @@ def run_chain(profile: str, run: str | None = None, extra: dict | None = None, o
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--profile", default="cpu", help="smoke, cpu, gpu-7b or gpu-14b")
+    parser.add_argument("--env", default="alfworld", help="alfworld or webshop")
     parser.add_argument("--run", default=None, help="name of a run folder under outputs/runs/ to resume")
     parser.add_argument("--only", nargs="*", help="run only these notebooks or stages")
     args = parser.parse_args(argv)
     try:
-        run_chain(args.profile, args.run, only=args.only)
-    except UnknownProfileError as err:
+        run_chain(args.profile, args.run, only=args.only, env=args.env)
+    except (UnknownProfileError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -12,8 +12,8 @@ from typing import Callable
 from tqdm.auto import tqdm
 
 from .agents import get_agent
-from .alfworld_env import get_game
 from .envpool import EnvPool
+from .envs import get_task
 from .io import append_jsonl, read_jsonl
 
 
@@ -38,7 +38,7 @@ def episode_key(game_id: str, agent: str, condition: str, seed: int) -> str:
 
 @dataclass
 class RolloutConfig:
-    """Stop rules and batching (the paper: 50 steps, stop after 5 identical actions in a row)."""
+    """Stop rules and batching (the paper: ALFWorld 50 steps, WebShop 15; stop after 5 identical actions in a row)."""
 
     max_steps: int = 50
     repeat_limit: int = 5
@@ -56,9 +56,11 @@ class _Live:
     split: str
     first_observation: str
     task: str
+    env: str = "alfworld"
     turns: list[tuple[str, str]] = field(default_factory=list)
     trajectory: list[dict] = field(default_factory=list)
     actions: list[str] = field(default_factory=list)
+    reward: float = 0.0
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -79,9 +81,11 @@ class RolloutStats:
 HintSource = Callable[[list[tuple["EpisodeSpec", str, str, str]]], list[list[str]]]
 
 
-def _stop_reason(live: _Live, won: bool, cfg: RolloutConfig) -> str | None:
+def _stop_reason(live: _Live, won: bool, done: bool, cfg: RolloutConfig) -> str | None:
     if won:
         return "won"
+    if done:
+        return "done"  # WebShop: something was bought, short of a full match
     if len(live.trajectory) >= cfg.max_steps:
         return "max_steps"
     last = live.actions[-cfg.repeat_limit :]
@@ -101,6 +105,7 @@ def _record(live: _Live, won: bool, reason: str, model: str) -> dict:
         "model": model,
         "seed": s.seed,
         "won": won,
+        "reward": live.reward,
         "steps": len(live.trajectory),
         "stop_reason": reason,
         "task": live.task,
@@ -155,7 +160,7 @@ def run_rollouts(
                 t0 = time.perf_counter()
                 firsts = pool.reset_many([(slot, spec.game_id) for slot, spec in starting])
                 stats.env_seconds += time.perf_counter() - t0
-                games = [get_game(spec.game_id) for _, spec in starting]
+                games = [get_task(spec.game_id) for _, spec in starting]
                 if hint_source is not None:
                     asked = [(spec, g.task_type, obs, task) for (_, spec), g, (obs, task) in zip(starting, games, firsts)]
                     t0 = time.perf_counter()
@@ -164,11 +169,11 @@ def run_rollouts(
                     starting = [(slot, dataclasses.replace(spec, hints=tuple(h)))
                                 for (slot, spec), h in zip(starting, retrieved)]
                 for (slot, spec), game, (observation, task) in zip(starting, games, firsts):
-                    live.append(_Live(spec, slot, game.task_type, game.split, observation, task))
+                    live.append(_Live(spec, slot, game.task_type, game.split, observation, task, game.env))
             # One model call for every live episode.
             chats, agents = [], []
             for ep in live:
-                agent = get_agent(ep.spec.agent)
+                agent = get_agent(ep.spec.agent, ep.env)
                 agents.append(agent)
                 chats.append(
                     agent.messages(ep.task_type, ep.first_observation, ep.turns, list(ep.spec.hints) or None, cfg.fewshot)
@@ -196,8 +201,9 @@ def run_rollouts(
                 )
                 ep.turns.append((comp.text, res.observation))
                 ep.actions.append(p.action)
+                ep.reward = max(ep.reward, res.reward)
                 stats.steps += 1
-                reason = _stop_reason(ep, res.won, cfg)
+                reason = _stop_reason(ep, res.won, res.done, cfg)
                 if reason:
                     append_jsonl(out_path, _record(ep, res.won, reason, model_name))
                     pool.release(ep.slot)

@@ -71,8 +71,8 @@ class StudentConfig(StageConfig):
     max_steps: int = -1  # > 0 overrides epochs (short runs, tests)
     max_length: int = 8192  # tokens; longer examples are counted and dropped or kept whole, never truncated
     overlong: str = "drop"  # "drop" or "keep" (max_length grows to fit the longest)
-    lora_r: int | None = None  # None: the profile's (ALFWorld, gpu profiles: 64)
-    lora_alpha: int | None = None  # None: the profile's (gpu profiles: 128)
+    lora_r: int | None = None  # None: the profile's (gpu profiles: ALFWorld 64, WebShop 16)
+    lora_alpha: int | None = None  # None: the profile's (gpu profiles: ALFWorld 128, WebShop 32)
     lora_dropout: float = 0.05
     load_4bit: bool | None = None  # None: 4-bit NF4 on CUDA, off on CPU; True forces it on CPU too
     gradient_checkpointing: bool | None = None  # None: on with CUDA, off on CPU
@@ -128,11 +128,19 @@ class StudentConfig(StageConfig):
 
     @property
     def rank(self) -> int:
-        return self.lora_r or get_profile(self.profile).lora_r
+        """The paper's ranks are for a 7B-14B model (ALFWorld 64, WebShop 16); smaller profiles scale them down."""
+        return self.lora_r or self._profile_lora()[0]
 
     @property
     def alpha(self) -> int:
-        return self.lora_alpha or get_profile(self.profile).lora_alpha
+        return self.lora_alpha or self._profile_lora()[1]
+
+    def _profile_lora(self) -> tuple[int, int]:
+        from .envs import LORA
+
+        profile = get_profile(self.profile)
+        r, alpha = LORA[self.env]
+        return min(profile.lora_r, r), min(profile.lora_alpha, alpha)
 
     def grad_accumulation(self, processes: int | None = None) -> int:
         """Accumulation steps that keep the effective batch whatever the number of processes."""
