@@ -28,6 +28,26 @@ def alfworld_root():
 
 
 @pytest.fixture(scope="session")
+def webshop_root(tmp_path_factory):
+    """WEBSHOP_DATA when it holds data; else the small set unpacked from WEBSHOP_ARCHIVE (or ../shared/data)."""
+    from ragdistill import data
+
+    shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "webshop_small_1000.tar.xz"
+    archive = os.environ.get("WEBSHOP_ARCHIVE") or (str(shared) if shared.is_file() else "")
+    if data.webshop_is_ready() or not archive:
+        yield data.require_webshop()  # with no data at all: fails with the message that says how to get it
+        return
+    root = data.fetch_webshop(archive, tmp_path_factory.mktemp("webshop"))
+    before = os.environ.get("WEBSHOP_DATA")
+    os.environ["WEBSHOP_DATA"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("WEBSHOP_DATA", None)
+    else:
+        os.environ["WEBSHOP_DATA"] = before
+
+
+@pytest.fixture(scope="session")
 def smoke_model(alfworld_root):
     """The smoke profile's model, built once (cached under RAGDISTILL_CACHE)."""
     from ragdistill.models import load_model

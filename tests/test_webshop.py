@@ -27,23 +27,6 @@ SHARED_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" 
 
 
 @pytest.fixture(scope="session")
-def webshop_root(tmp_path_factory):
-    """WEBSHOP_DATA when it holds data; else the small set unpacked from WEBSHOP_ARCHIVE (or ../shared/data)."""
-    archive = os.environ.get("WEBSHOP_ARCHIVE") or (str(SHARED_ARCHIVE) if SHARED_ARCHIVE.is_file() else "")
-    if data.webshop_is_ready() or not archive:
-        yield require_webshop()  # with no data at all: fails with the message that says how to get it
-        return
-    root = data.fetch_webshop(archive, tmp_path_factory.mktemp("webshop"))
-    before = os.environ.get("WEBSHOP_DATA")
-    os.environ["WEBSHOP_DATA"] = str(root)
-    yield root
-    if before is None:
-        os.environ.pop("WEBSHOP_DATA", None)
-    else:
-        os.environ["WEBSHOP_DATA"] = before
-
-
-@pytest.fixture(scope="session")
 def shop(webshop_root) -> Shop:
     return load_shop()
 
