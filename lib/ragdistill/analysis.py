@@ -97,14 +97,23 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
     return 1.0 if n == 0 else float(binomtest(only_a, n, 0.5).pvalue)
 
 
+def pair_up(a: pd.DataFrame, b: pd.DataFrame, keys: tuple[str, ...] = ("game_id", "agent", "task_type")) -> pd.DataFrame:
+    """The episodes of two conditions on the same tasks and agents, side by side (columns suffixed _a and _b)."""
+    cols = [*keys, "won", "tokens"]
+    return a[cols].merge(b[cols], on=list(keys), suffixes=("_a", "_b"))
+
+
+def discordant(pairs: pd.DataFrame) -> tuple[int, int]:
+    """(won only under a, won only under b) of paired episodes: what McNemar's test reads."""
+    return int((pairs.won_a & ~pairs.won_b).sum()), int((~pairs.won_a & pairs.won_b).sum())
+
+
 def paired(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("a", "b")) -> pd.DataFrame:
     """Per task type, the same (game, agent) pairs under two conditions: wins of each, discordant pairs, p-value."""
-    cols = ["game_id", "agent", "task_type", "won", "tokens"]
-    m = a[cols].merge(b[cols], on=["game_id", "agent", "task_type"], suffixes=("_a", "_b"))
+    m = pair_up(a, b)
     rows = {}
     for ttype, g in list(m.groupby("task_type")) + [("all", m)]:
-        only_a = int((g.won_a & ~g.won_b).sum())
-        only_b = int((~g.won_a & g.won_b).sum())
+        only_a, only_b = discordant(g)
         rows[ttype] = {
             "pairs": len(g),
             f"{names[0]} wins": int(g.won_a.sum()),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .analysis import TYPE_ORDER, mcnemar_exact, summary, wilson
+from .analysis import TYPE_ORDER, discordant, mcnemar_exact, pair_up, summary, wilson
 
 CONDITIONS = ("base", "hints", "sft", "distilled")
 LABELS = {"base": "base", "hints": "base+hints (teacher)", "sft": "SFT", "distilled": "distilled"}
@@ -52,12 +52,10 @@ def condition_summary(df: pd.DataFrame) -> dict:
 
 def paired_test(df: pd.DataFrame, a: str, b: str) -> dict | None:
     """McNemar's exact test of condition a vs b on the same (game, agent) pairs."""
-    cols = ["game_id", "agent", "won", "tokens"]
-    m = df[df.condition == a][cols].merge(df[df.condition == b][cols], on=["game_id", "agent"], suffixes=("_a", "_b"))
+    m = pair_up(df[df.condition == a], df[df.condition == b])
     if m.empty:
         return None
-    only_a = int((m.won_a & ~m.won_b).sum())
-    only_b = int((~m.won_a & m.won_b).sum())
+    only_a, only_b = discordant(m)
     return {
         "pairs": len(m),
         f"{a}_wins": int(m.won_a.sum()),
