@@ -1,10 +1,5 @@
-import json
-import os
-import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import pytest
 import torch

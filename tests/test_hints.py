@@ -67,7 +67,7 @@ def test_heuristic_sees_a_skipped_heating_step(alfworld_root):
     game = _game("heat", alfworld_root)
     obj = game.task_folder.split("-")[1].lower()
     rec = game.task_folder.split("-")[3].lower()
-    steps = [(f"go to countertop 1", f"You arrive at countertop 1. On the countertop 1, you see a {obj} 1."),
+    steps = [("go to countertop 1", f"You arrive at countertop 1. On the countertop 1, you see a {obj} 1."),
              (f"take {obj} 1 from countertop 1", f"You pick up the {obj} 1 from the countertop 1."),
              (f"go to {rec} 1", f"You arrive at {rec} 1."),
              (f"move {obj} 1 to {rec} 1", f"You move the {obj} 1 to the {rec} 1.")]

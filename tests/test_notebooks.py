@@ -1,10 +1,9 @@
-import json
 from pathlib import Path
 
 import pytest
 
 from ragdistill.nbcheck import check_kwargs, check_notebook
-from ragdistill.pipeline import STAGES, notebooks, run_chain
+from ragdistill.pipeline import STAGES, notebooks
 
 NOTEBOOKS = notebooks()
 

@@ -5,7 +5,6 @@ import sys
 import time
 from collections import Counter
 
-import pytest
 
 from ragdistill.agents import get_agent
 from ragdistill.alfworld_env import balanced_sample, training_pool

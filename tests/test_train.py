@@ -14,7 +14,6 @@ from ragdistill.train import (
     GpuOutOfMemory,
     StudentConfig,
     StudentTrainingError,
-    encode,
     guard_oom,
     load_tokenizer,
     marked_template,

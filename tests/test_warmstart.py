@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from ragdistill.alfworld_env import is_reserved, list_games, training_pool

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from ragdistill.agents import get_agent, parse_web_action
+from ragdistill.agents import get_agent
 from ragdistill.backends import Completion
 from ragdistill.envs import balanced, eval_tasks, get_task, is_training_task, training_tasks
 from ragdistill.io import read_jsonl

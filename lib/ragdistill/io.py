@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -76,3 +77,23 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
     """Atomically write a whole JSONL file."""
     text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
     return atomic_write_text(path, text)
+
+
+def staging_dir(dest: Path) -> Path:
+    """A new empty folder beside `dest`, to build in before `publish_dir` moves it into place."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+
+
+def publish_dir(tmp: Path, dest: Path) -> Path:
+    """Rename a finished staging folder to `dest` in one step: readers never see a half-built folder. When
+    another process published `dest` first, its copy is kept (built from the same inputs) and ours dropped."""
+    try:
+        os.rename(tmp, dest)
+    except OSError:
+        if not dest.is_dir():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+

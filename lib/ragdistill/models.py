@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .chat_template import SMOLLM2_DEFAULT_SYSTEM, chatml_template
+from .io import publish_dir, staging_dir
 from .paths import cache_dir
 from .profiles import Profile, get_profile
 
@@ -62,11 +63,10 @@ def build_cpu_checkpoint(dest: Path | None = None) -> Path:
     model.tie_weights()
     # Same rendering as SmolLM2's stock template, plus {% generation %} markers for assistant-only loss.
     tokenizer.chat_template = chatml_template(SMOLLM2_DEFAULT_SYSTEM)
-    tmp = dest.with_name(dest.name + ".tmp")
+    tmp = staging_dir(dest)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    tmp.replace(dest)
-    return dest
+    return publish_dir(tmp, dest)
 
 
 def model_path(profile: str | Profile) -> str:

@@ -8,7 +8,6 @@ import math
 import os
 import random
 import re
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .alfworld_env import TYPE_ORDER, balanced_sample, reserved_games
 from .chat_template import chatml_template
+from .io import publish_dir, staging_dir
 from .paths import cache_dir
 from .walkthroughs import cached_replays, transcript_text
 
@@ -186,8 +186,7 @@ def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, v
     # Both agents' formats, alternating, so the smoke model answers either prompt in kind.
     chats = [smoke_messages(r, ("react", "stateact")[i % 2]) for i, r in enumerate(augment(records, spec.variants, spec.seed))]
     texts = [transcript_text(r) for r in records] + [m["content"] for m in chats[0] + chats[1]]
-    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(dest)
     train_tokenizer(texts, spec.vocab_size).save_pretrained(tmp)
     tok = AutoTokenizer.from_pretrained(tmp)  # train on exactly what every later load will see
 
@@ -226,10 +225,7 @@ def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, v
         "seconds": time.perf_counter() - start,
     }
     (tmp / "smoke_build.json").write_text(json.dumps(info, indent=2))
-    try:
-        tmp.rename(dest)
-    except OSError:  # another process built it first
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish_dir(tmp, dest)
     if verbose:
         print(
             f"built smoke model ({info['parameters']:,} params) in {info['seconds']:.0f}s: "

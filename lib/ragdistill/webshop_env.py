@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
+from .io import publish_dir, staging_dir
 from .paths import cache_dir
 from .webshop_data import WEBSHOP_CATEGORIES, WEBSHOP_SPLITS, Goal, Product, Shop, get_goal, list_goals, load_shop
 from .webshop_reward import Reward, purchase_reward
@@ -77,18 +77,14 @@ class SearchIndex:
 
     def save(self, folder: Path) -> None:
         """Write the index into a new folder, atomically (a temp folder renamed into place)."""
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}-"))
+        tmp = staging_dir(folder)
         try:
             self.retriever.save(str(tmp), show_progress=False)
             (tmp / "ids.json").write_text(json.dumps(self.ids), encoding="utf-8")
-            os.replace(tmp, folder)
-        except OSError:
-            if not (folder / "ids.json").is_file():
-                raise
-            # Another process saved the same index first; its copy is as good as ours.
-        finally:
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        publish_dir(tmp, folder)
 
     @classmethod
     def load(cls, folder: Path) -> "SearchIndex":
