@@ -12,7 +12,7 @@ from ragdistill.data import require_webshop
 from ragdistill.webshop_data import WEBSHOP_CATEGORIES, Goal, load_shop
 from ragdistill.webshop_env import WebShopEnv, oracle_actions, parse_action
 from ragdistill.webshop_hints import HINTS, current_product, diagnose, heuristic_hints, page, replay
-from ragdistill.webshop_reward import purchase_reward
+from ragdistill.webshop_reward import attributes_matched, purchase_reward
 
 SHARED_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "webshop_small_1000.tar.xz"
 ASIN = re.compile(r"\bb0[0-9a-z]{8}\b", re.IGNORECASE)
@@ -198,10 +198,14 @@ def test_each_failure_gets_its_hint_first(episodes):
     assert first["search_loop"] == HINTS["open_result"]
     assert first["browse"] == HINTS["buy"]
     assert first["price"] == HINTS["price"]
-    assert first["option_missing"].startswith("Buy only an item that offers the asked ")
+    lack_goal, lack_record = episodes["option_missing"]
+    bought = current_product(replay(lack_record))
+    lacking = [n for n, v in lack_goal.options if v not in {v for vs in bought.options.values() for v in vs}]
+    assert lacking and first["option_missing"] == HINTS["option_missing"].format(kinds=" and ".join(lacking))
     attr_goal, attr_record = episodes["attributes"]
-    missing = [a for a in attr_goal.attributes if f"'{a}'" in first["attributes"]]
-    assert first["attributes"].startswith("Before buying, check the title") and len(missing) <= 1
+    phrase = re.fullmatch(r"Before buying, check .* like '(.+)'\.", first["attributes"])[1]
+    assert phrase in attr_goal.attributes  # one short attribute the bought product lacks, no more of the goal
+    assert not attributes_matched([phrase], current_product(replay(attr_record)))
 
 
 def test_wasted_steps_are_named_too(episodes):
