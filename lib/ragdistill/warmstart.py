@@ -4,8 +4,8 @@ SmolLM2-135M-Instruct out of the box answers ALFWorld in prose and wins almost n
 stage would have nothing to work with. The paper's 7B model brings some skill at the game natively; this
 warm-start is the miniature's stand-in for that prior skill. It learns from walkthroughs of the reserved
 slice of train (`alfworld_env.reserved_games`, never used by any later stage, never an evaluation game),
-replayed with a few searching visits to other receptacles first, written in the agents' own formats
-(ReAct and StateAct, alternating). The LoRA is merged into the weights and saved as a plain checkpoint,
+replayed as the expert played them (`detours` adds visits to other receptacles first), written in the
+agents' own formats (ReAct and StateAct, alternating). The LoRA is merged into the weights and saved as a plain checkpoint,
 built once and cached under `cache_dir()/models/smollm2-135m-warm-<key>`.
 """
 
@@ -14,9 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .alfworld_env import balanced_sample, is_reserved, reserved_games
+from .io import publish_dir, staging_dir
 from .paths import cache_dir
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -36,13 +35,13 @@ class WarmSpec:
 
     version: int = 1
     seed: int = 0
-    games: int = 96  # balanced over the six task types, from the reserved slice of train
-    detours: int = 3  # up to this many visits elsewhere before the walkthrough's first `go to`
+    games: int = 180  # balanced over the six task types, from the reserved slice of train
+    detours: int = 0  # up to this many visits elsewhere before the walkthrough's first `go to`
     agents: tuple[str, ...] = ("react", "stateact")  # demonstration formats, alternating
     lora_r: int = 32
     lora_alpha: int = 64
     lr: float = 1e-3
-    batch_size: int = 2  # demonstrations per optimizer step (gradients accumulated, no padding)
+    batch_size: int = 4  # demonstrations per optimizer step (gradients accumulated, no padding)
     epochs: int = 1
     max_tokens: int = 3072  # longer demonstrations are left out
     threads: int = 1
@@ -187,8 +186,7 @@ def build_warm_checkpoint(
     finally:
         torch.set_num_threads(threads)
 
-    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = staging_dir(dest)
     merged.save_pretrained(tmp)
     tok.save_pretrained(tmp)  # keeps the marked chat template
     info = {
@@ -207,11 +205,7 @@ def build_warm_checkpoint(
         "threads": spec.threads,
     }
     (tmp / "warmstart.json").write_text(json.dumps(info, indent=2))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        tmp.rename(dest)
-    except OSError:  # another process built it first
-        shutil.rmtree(tmp, ignore_errors=True)
+    publish_dir(tmp, dest)
     if verbose:
         print(
             f"warm-started {Path(base).name} on {len(examples)} demonstrations in {info['seconds']:.0f}s: "
