@@ -30,10 +30,10 @@ def test_demonstrations_come_only_from_reserved_train_games(alfworld_root):
 def test_spec_key_changes_with_the_spec():
     base = WarmSpec()
     assert base.key() == WarmSpec().key()
-    keys = {base.key(), WarmSpec(detours=0).key(), WarmSpec(lr=5e-4).key(), WarmSpec(games=120).key(),
+    keys = {base.key(), WarmSpec(detours=2).key(), WarmSpec(lr=5e-4).key(), WarmSpec(games=120).key(),
             WarmSpec(agents=("react",)).key()}
     assert len(keys) == 5
-    assert base.steps == 48
+    assert base.steps == 45  # 180 demonstrations, 4 per step
 
 
 def test_demonstration_chats_are_the_agents_formats(alfworld_root):
