@@ -1,0 +1,159 @@
+"""The statistics behind the headline figures, against values computed independently of the project's code."""
+
+from math import comb
+
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from ragdistill.analysis import discordant, mcnemar_exact, pair_up, paired, summary, wilson
+from ragdistill.evaluation import condition_summary, interval_table, paired_test, results_table, token_reduction
+
+# Newcombe (1998), "Two-sided confidence intervals for the single proportion", Statistics in Medicine 17,
+# Table I, method 3 (Wilson score interval without continuity correction).
+NEWCOMBE = [((81, 263), (25.53, 36.62)), ((15, 148), (6.24, 16.05)), ((0, 20), (0.0, 16.11)), ((1, 29), (0.61, 17.18))]
+
+
+@pytest.mark.parametrize("counts, published", NEWCOMBE)
+def test_wilson_matches_the_published_intervals(counts, published):
+    lo, hi = wilson(*counts)
+    assert lo == pytest.approx(published[0], abs=0.051) and hi == pytest.approx(published[1], abs=0.051)
+
+
+@pytest.mark.parametrize("k, n", [(0, 1), (0, 24), (3, 24), (12, 24), (23, 24), (24, 24), (7, 134), (120, 134)])
+def test_wilson_matches_scipy_and_covers_the_edges(k, n):
+    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
+    lo, hi = wilson(k, n)
+    # z = 1.96 here, scipy's exact normal quantile 1.95996...: equal to the displayed 0.1 %.
+    assert lo == pytest.approx(100 * ci.low, abs=0.06) and hi == pytest.approx(100 * ci.high, abs=0.06)
+    assert 0.0 <= lo <= 100 * k / n <= hi <= 100.0
+    if k == 0:
+        assert lo == 0.0 and hi > 0.0
+    if k == n:
+        assert hi == 100.0 and lo < 100.0
+
+
+def test_wilson_of_no_episode_is_empty():
+    assert wilson(0, 0) == (0.0, 0.0)
+
+
+def _exact_mcnemar(b: int, c: int) -> float:
+    """Two-sided exact McNemar by hand: twice the binomial(b + c, 1/2) tail of the rarer outcome, at most 1."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+@pytest.mark.parametrize("b, c", [(0, 0), (0, 5), (5, 0), (1, 9), (2, 8), (3, 3), (10, 21), (0, 1), (7, 30)])
+def test_mcnemar_exact_matches_the_binomial_tail(b, c):
+    assert mcnemar_exact(b, c) == pytest.approx(_exact_mcnemar(b, c), rel=1e-12)
+    assert mcnemar_exact(b, c) == pytest.approx(binomtest(b, b + c, 0.5).pvalue if b + c else 1.0, rel=1e-12)
+
+
+def test_mcnemar_known_values():
+    # All 5 discordant pairs one way: 2 / 2^5. One of ten against: 2 * 11 / 2^10.
+    assert mcnemar_exact(0, 5) == pytest.approx(0.0625)
+    assert mcnemar_exact(1, 9) == pytest.approx(22 / 1024)
+    assert mcnemar_exact(0, 0) == 1.0  # no discordant pair: no evidence either way
+    assert mcnemar_exact(4, 4) == 1.0
+
+
+def _episodes(rows: list[tuple]) -> pd.DataFrame:
+    """Episode rows (game, agent, type, condition, won, tokens) as analysis.episodes_frame makes them."""
+    df = pd.DataFrame(rows, columns=["game_id", "agent", "task_type", "condition", "won", "tokens"])
+    return df.assign(reward=df.won.astype(float), steps=10, invalid_actions=1, prompt_tokens=df.tokens,
+                     completion_tokens=0, stop_reason="max_steps")
+
+
+# Six games x two agents. Base wins g1, g2 (react); hints wins g2, g3, g4 (react) and g1 (stateact).
+OUTCOMES = {
+    ("g1", "react"): (1, 0), ("g2", "react"): (1, 1), ("g3", "react"): (0, 1), ("g4", "react"): (0, 1),
+    ("g1", "stateact"): (0, 1), ("g5", "react"): (0, 0), ("g6", "react"): (0, 0),
+    ("g2", "stateact"): (0, 0), ("g3", "stateact"): (0, 0), ("g4", "stateact"): (0, 0),
+    ("g5", "stateact"): (0, 0), ("g6", "stateact"): (0, 0),
+}
+TYPES = {"g1": "put", "g2": "put", "g3": "clean", "g4": "clean", "g5": "heat", "g6": "heat"}
+
+
+@pytest.fixture()
+def frame():
+    rows = []
+    for (game, agent), (base, hints) in OUTCOMES.items():
+        rows.append((game, agent, TYPES[game], "base", bool(base), 1000))
+        rows.append((game, agent, TYPES[game], "hints", bool(hints), 1300))
+        rows.append((game, agent, TYPES[game], "distilled", bool(hints), 650))
+    return _episodes(rows)
+
+
+def test_pairs_and_discordant_counts(frame):
+    pairs = pair_up(frame[frame.condition == "base"], frame[frame.condition == "hints"])
+    assert len(pairs) == 12
+    assert discordant(pairs) == (1, 3)  # g1 react only base; g3, g4 react and g1 stateact only hints
+    table = paired(frame[frame.condition == "base"], frame[frame.condition == "hints"], ("base", "teacher"))
+    assert list(table.index) == ["put", "clean", "heat", "all"]  # the display order of types, then all
+    assert table.loc["all", "pairs"] == 12 and table.loc["all", "only base"] == 1 and table.loc["all", "only teacher"] == 3
+    assert table.loc["clean", "only teacher"] == 2 and table.loc["heat", "McNemar p"] == 1.0
+    assert table.loc["all", "McNemar p"] == round(_exact_mcnemar(1, 3), 3)
+    assert table.loc["all", "base tokens/ep"] == 1000 and table.loc["all", "teacher tokens/ep"] == 1300
+
+
+def test_pairs_ignore_episodes_without_a_partner(frame):
+    lonely = _episodes([("g9", "react", "put", "hints", True, 5)])
+    pairs = pair_up(frame[frame.condition == "base"], pd.concat([frame[frame.condition == "hints"], lonely]))
+    assert len(pairs) == 12 and "g9" not in set(pairs.game_id)
+
+
+def test_paired_test_counts_and_p_value(frame):
+    result = paired_test(frame, "base", "hints")
+    assert result == {"pairs": 12, "base_wins": 2, "hints_wins": 4, "only_base": 1, "only_hints": 3,
+                      "mcnemar_p": round(_exact_mcnemar(1, 3), 4)}
+    assert paired_test(frame, "base", "sft") is None  # no such condition: nothing to pair
+
+
+def test_token_reduction_of_the_student_against_the_teacher(frame):
+    assert token_reduction(frame) == 50.0  # 650 vs 1300 tokens per episode
+    assert token_reduction(frame, "hints", "base") == -30.0
+    assert token_reduction(frame, "sft") is None
+
+
+def test_summary_rates_and_intervals(frame):
+    out = summary(frame[frame.condition == "hints"], "agent")
+    react, stateact = out["react"], out["stateact"]
+    assert (react["episodes"], react["successes"], react["success_rate"]) == (6, 3, 50.0)
+    assert (stateact["episodes"], stateact["successes"], stateact["success_rate"]) == (6, 1, 16.7)
+    assert react["success_ci95"] == wilson(3, 6) and stateact["success_ci95"] == wilson(1, 6)
+    assert react["per_type_success"] == {"clean": 100.0, "heat": 0.0, "put": 50.0}
+    assert react["mean_tokens"] == 1300.0 and react["invalid_action_rate"] == 0.1
+
+
+def test_condition_summary_both_agents_and_each(frame):
+    out = condition_summary(frame)
+    assert set(out) == {"base", "hints", "distilled"}
+    assert out["hints"]["all"]["successes"] == 4 and out["hints"]["all"]["episodes"] == 12
+    assert out["base"]["per_agent"]["stateact"]["successes"] == 0
+
+
+def test_results_table_and_interval_table(frame):
+    table = results_table(frame, "gpu-14b")
+    assert list(table.columns) == ["base", "base+hints (teacher)", "distilled"]  # no SFT episodes: no column
+    assert table.loc["react (this run)", "base"] == pytest.approx(100 * 2 / 6, abs=0.05)
+    assert table.loc["stateact (this run)", "base+hints (teacher)"] == pytest.approx(100 / 6, abs=0.05)
+    assert table.loc["mean (this run)", "base+hints (teacher)"] == pytest.approx((50 + 16.7) / 2, abs=0.05)
+    assert table.loc["mean (paper, 14B)", "distilled"] == 91.0
+    assert "mean (paper, 14B)" not in results_table(frame, "cpu").index
+    intervals = interval_table(frame)
+    row = intervals.loc["base+hints (teacher)"]
+    lo, hi = wilson(4, 12)
+    assert (row["episodes"], row["wins"], row["success %"]) == (12, 4, 33.3)
+    assert row["95% CI"] == f"{lo:.0f}-{hi:.0f}" and row["tokens/episode"] == 1300
+
+
+def test_all_won_and_none_won():
+    every = _episodes([(f"g{i}", "react", "put", "base", True, 10) for i in range(5)])
+    none = _episodes([(f"g{i}", "react", "put", "hints", False, 10) for i in range(5)])
+    both = pd.concat([every, none])
+    assert paired_test(both, "base", "hints")["only_base"] == 5 and paired_test(both, "base", "hints")["mcnemar_p"] == 0.0625
+    rows = interval_table(both)
+    assert rows.loc["base", "95% CI"] == f"{wilson(5, 5)[0]:.0f}-100" and rows.loc["base+hints (teacher)", "95% CI"].startswith("0-")
