@@ -21,7 +21,9 @@ WEBSHOP_ARCHIVE  ?= $(wildcard $(SHARED_DATA)/webshop_small_1000.tar.xz)
 export ALFWORLD_DATA ALFWORLD_ARCHIVE WEBSHOP_DATA WEBSHOP_ARCHIVE
 
 # One thread per process: torch's default thread count is far slower on a busy small machine.
-TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+# The tests and the reference run with portable numerics (lib/ragdistill/numerics.py): the same floats on any x86-64.
+PORTABLE := ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
+TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false $(if $(filter x86_64,$(shell uname -m)),$(PORTABLE))
 
 .PHONY: run test data venv kernel lint clean-venv help reference
 

@@ -15,6 +15,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Portable numerics (the AVX2 code paths of torch, MKL and oneDNN): the smoke model and everything it computes
+# give the same floats on every x86-64 machine, so the regression figures hold anywhere.
+from ragdistill.numerics import portable_env  # noqa: E402  (imports no torch)
+
+os.environ.update(portable_env())
 
 import pytest  # noqa: E402
 

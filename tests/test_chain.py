@@ -57,6 +57,18 @@ def test_01_failures(chain):
     assert metrics["successes"] + metrics["failures"] == len(episodes)
     assert set(metrics["per_agent"]) == {"react", "stateact"}
     assert all(e["split"] == "train" and 1 <= e["steps"] <= max_steps for e in episodes)
+    # Each episode stopped for the reason it gives, and not a step earlier or later.
+    for e in episodes:
+        actions = [t["action"] for t in e["trajectory"]]
+        reason = e["stop_reason"]
+        assert reason in ("won", "max_steps", "repeated_action"), reason
+        assert e["won"] == (reason == "won")
+        if reason == "max_steps":
+            assert e["steps"] == max_steps
+        if reason == "repeated_action":
+            assert len(set(actions[-5:])) == 1 and (len(actions) < 6 or len(set(actions[-6:])) == 2)
+        assert reason != "max_steps" or len(set(actions[-6:-1])) > 1  # five repeats a step earlier stop it first
+    assert {e["stop_reason"] for e in episodes} >= {"won"}, "no episode was won: the chain has nothing to learn from"
     assert metrics["prompt_tokens"] == sum(e["prompt_tokens"] for e in episodes)
     assert all(e["prompt_tokens"] == sum(t["prompt_tokens"] for t in e["trajectory"]) for e in episodes)
     config = json.loads((chain / "01_failures" / "config.json").read_text())
@@ -97,6 +109,10 @@ def test_03_teacher_plays_the_same_games_with_retrieved_hints(chain):
     assert len(kept) == metrics["teacher_set"] == sum(e["won"] for e in teacher) and all(e["won"] for e in kept)
     all_row = next(r for r in metrics["paired_vs_base"] if r["task_type"] == "all")
     assert all_row["pairs"] == len(base) and all_row["base wins"] == sum(e["won"] for e in base)
+    # The hints change what the agent does: the teacher wins episodes the base agent lost.
+    base_won = {(e["game_id"], e["agent"]) for e in base if e["won"]}
+    teacher_won = {(e["game_id"], e["agent"]) for e in teacher if e["won"]}
+    assert teacher_won - base_won and all_row["only teacher"] == len(teacher_won - base_won)
     # The teacher's prompts carry the hint block: more prompt tokens per step than the base agent.
     per_step = lambda eps: sum(e["prompt_tokens"] for e in eps) / sum(e["steps"] for e in eps)  # noqa: E731
     assert per_step(teacher) > per_step(base)
@@ -120,6 +136,26 @@ def test_04_dehint_examples_are_hint_free(chain):
         assert e["messages"][-1]["role"] == "assistant" and e["n_tokens"] <= metrics["max_length"]
     assert d["tokens_total"] == sum(e["n_tokens"] for e in distilled)
     assert metrics["empty"] == (not distilled)
+    # The distilled path is not empty, and the leak check read every example against a non-empty bank.
+    assert d["examples"] > 0 and s["examples"] > 0
+    check = metrics["leak_check"]
+    assert check["examples_checked"] == d["examples"] + s["examples"] and check["hint_texts_checked"] > 0
+
+
+def test_04_leak_check_catches_a_hint_planted_in_a_real_example(chain):
+    from ragdistill.dehint import LeakError, leak_check
+    from ragdistill.hints import load_bank
+
+    distilled = list(read_jsonl(chain / "04_dehint" / "distilled.jsonl"))
+    bank = [h.text for hs in load_bank(chain / "02_hints" / "bank.jsonl").values() for h in hs]
+    teacher = {f"distilled:{e['game_id']}|{e['agent']}|{e['condition']}|{e['seed']}": e
+               for e in read_jsonl(chain / "03_teacher" / "teacher.jsonl")}
+    assert leak_check(distilled, bank)["examples_checked"] == len(distilled) > 0
+    planted = json.loads(json.dumps(distilled))
+    hint = teacher[planted[0]["id"]]["hints"][0]  # a hint this very teacher episode was given
+    planted[0]["messages"][0]["content"] += "\n- " + hint
+    with pytest.raises(LeakError, match="1 student example"):
+        leak_check(planted, bank)
 
 
 def test_05_student_trained_what_there_was(chain):
@@ -128,11 +164,9 @@ def test_05_student_trained_what_there_was(chain):
         examples = len(list(read_jsonl(chain / "04_dehint" / f"{name}.jsonl")))
         adapter = metrics["adapters"][name]
         assert adapter["skipped"] == (examples == 0), name
-        if examples:
-            assert adapter["examples"] == examples and adapter["steps"] >= 1
-            assert (chain / "05_student" / "adapters" / name / "adapter_config.json").is_file()
-        else:
-            assert "n_games" in adapter["reason"]  # says which earlier parameter to change
+        assert examples > 0, f"no {name} example: the chain's sizes leave this student untrained"
+        assert adapter["examples"] == examples and adapter["steps"] >= 1
+        assert (chain / "05_student" / "adapters" / name / "adapter_config.json").is_file()
 
 
 def test_06_eval_plays_every_condition_on_evaluation_games_only(chain):
@@ -140,8 +174,7 @@ def test_06_eval_plays_every_condition_on_evaluation_games_only(chain):
     params = SMOKE["06_evaluation"]
     episodes = list(read_jsonl(chain / "06_eval" / "episodes.jsonl"))
     played = metrics["conditions_played"]
-    assert set(played) | set(metrics["conditions_skipped"]) == {"base", "hints", "sft", "distilled"}
-    assert {"base", "hints"} <= set(played)
+    assert set(played) == {"base", "hints", "sft", "distilled"} and not metrics["conditions_skipped"]
     assert metrics["episodes"] == len(episodes) == params["n_games"] * 2 * len(played)
     assert all(e["split"] == "valid_unseen" and e["steps"] <= params["max_steps"] for e in episodes)
     assert all(bool(e["hints"]) == (e["condition"] == "hints") for e in episodes)
@@ -150,6 +183,7 @@ def test_06_eval_plays_every_condition_on_evaluation_games_only(chain):
     assert not train_games & {e["game_id"] for e in episodes}
     for cond in played:
         eps = [e for e in episodes if e["condition"] == cond]
+        assert len(eps) == params["n_games"] * 2, cond
         summary = metrics["per_condition"][cond]["all"]
         assert summary["episodes"] == len(eps) and summary["successes"] == sum(e["won"] for e in eps)
     assert metrics["prompt_tokens"] == sum(e["prompt_tokens"] for e in episodes)
@@ -159,8 +193,17 @@ def test_key_figures_equal_the_committed_reference(chain):
     """Update deliberately with `make reference`, which prints what changed."""
     from ragdistill.regression import REFERENCE, differences, key_figures
 
+    from ragdistill.numerics import applies
+
     reference = json.loads(REFERENCE.read_text())
-    assert differences(key_figures(chain), reference) == []
+    measured = key_figures(chain)
+    if measured["model"] != reference["model"]:
+        if not applies():
+            pytest.skip("the smoke model's portable numerics exist for x86-64 only: this machine built other weights")
+        pytest.fail(f"The smoke model built here ({measured['model']}) is not the one the reference was made with "
+                    f"({reference['model']}): its build changed. If that was meant, run `make reference` and commit "
+                    "the new tests/reference/smoke_chain.json with the reason.")
+    assert differences(measured, reference) == []
 
 
 def test_a_rerun_of_a_finished_run_skips_every_stage(chain):

@@ -6,7 +6,6 @@ import torch
 from ragdistill.alfworld_env import AlfworldEnv, balanced_sample, list_games
 from ragdistill.models import answer_chat, build_cpu_checkpoint, load_model
 from ragdistill.agents import REACT
-from ragdistill.smoke import SmokeSpec, build_smoke_model
 
 CHAT = [
     {"role": "system", "content": "You play a text game."},
@@ -38,18 +37,6 @@ def test_smoke_template_marks_assistant_tokens(smoke_model):
     enc = tok.apply_chat_template(CHAT[:3], return_dict=True, return_assistant_tokens_mask=True)
     marked = [t for t, m in zip(enc["input_ids"], enc["assistant_masks"]) if m]
     assert tok.decode(marked) == "go to desk 1<|im_end|>"
-
-
-def test_smoke_build_is_deterministic_for_a_seed(alfworld_root, tmp_path):
-    spec = SmokeSpec(games_per_type=1, train_steps=4, variants=1)
-    a = build_smoke_model(spec, dest=tmp_path / "a", verbose=False)
-    b = build_smoke_model(spec, dest=tmp_path / "b", verbose=False)
-    ja, jb = (json.loads((p / "smoke_build.json").read_text()) for p in (a, b))
-    assert ja["loss_last"] == jb["loss_last"] and ja["train_games"] == jb["train_games"]
-    assert all(g.startswith("train/") for g in ja["train_games"])
-    assert (a / "model.safetensors").read_bytes() == (b / "model.safetensors").read_bytes()
-    other = build_smoke_model(SmokeSpec(games_per_type=1, train_steps=4, variants=1, seed=1), dest=tmp_path / "c", verbose=False)
-    assert (other / "model.safetensors").read_bytes() != (a / "model.safetensors").read_bytes()
 
 
 def test_forced_4bit_on_cpu_uses_nf4_layers(alfworld_root):

@@ -121,11 +121,37 @@ def test_llm_selector_through_a_server_that_follows_the_prompt():
     assert selector.calls == 2 and selector.malformed == 0
 
 
+class _Recording(TransformersBackend):
+    """The real smoke-model backend, keeping every answer it gave."""
+
+    answers: list[str] = []
+
+    def generate(self, chats, *args, **kwargs):
+        out = super().generate(chats, *args, **kwargs)
+        self.answers += [c.text for c in out]
+        return out
+
+
+def _follows_the_format(text: str, n: int, k: int) -> bool:
+    """A selector answer as the prompt asks for it (JSON {"indices": [...]}, or the bare list) with k distinct
+    numbers in 1..n."""
+    try:
+        data = json.loads(re.search(r"\{.*\}|\[.*\]", text, re.DOTALL).group(0))
+        numbers = [int(v) for v in (data["indices"] if isinstance(data, dict) else data)]
+    except (AttributeError, TypeError, ValueError, KeyError):
+        return False
+    return len(set(numbers) & set(range(1, n + 1))) >= k
+
+
 def test_llm_selector_with_a_model_that_cannot_follow_pads_and_counts(smoke_model):
-    selector = LLMSelector(BANK, TransformersBackend(smoke_model, batch_size=2), max_new_tokens=16)
+    backend = _Recording(smoke_model, batch_size=2)
+    backend.answers = []
+    selector = LLMSelector(BANK, backend, max_new_tokens=16)
     picks = selector.retrieve_many([("heat", _query("apple")), ("heat", _query("mug"))], k=3)
     assert all(len(p) == 3 and len({h.id for h in p}) == 3 for p in picks)
-    assert selector.calls == 2 and 0 <= selector.malformed <= 2
+    assert selector.calls == 2 and len(backend.answers) == 2
+    # Each answer the model gave counts as malformed exactly when it does not follow the asked format.
+    assert selector.malformed == sum(not _follows_the_format(a, len(BANK["heat"]), 3) for a in backend.answers)
     assert "1. Heat the {object}" in selector.messages("heat", _query("apple"), 3)[0]["content"]
 
 

@@ -2,7 +2,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 
@@ -34,11 +33,16 @@ def test_episodes_are_logged_with_exact_tokens_and_resume(smoke_model, tmp_path)
         assert r["first_observation"].startswith("You are in the middle of a room.")
         agent, turns, prompt_sum, completion_sum = get_agent(r["agent"]), [], 0, 0
         for t in r["trajectory"]:
-            assert set(t) == {"prompt_tokens", "completion_tokens", "output", "action", "parsed", "observation", "valid"}
+            assert set(t) == {"prompt_tokens", "completion_tokens", "finish_reason", "output", "action", "parsed",
+                              "observation", "valid"}
             chat = agent.messages(r["task_type"], r["first_observation"], turns, None, CFG.fewshot)
             assert t["prompt_tokens"] == len(backend.prompt_ids(chat))  # recounted from the log alone
-            finish = "stop" if t["completion_tokens"] == backend.count_completion_tokens(t["output"], "stop") else "length"
-            assert t["completion_tokens"] == backend.count_completion_tokens(t["output"], finish)
+            # An answer cut at the limit used every token it was allowed; one that ended itself, its text and the
+            # end-of-turn token.
+            assert t["finish_reason"] in ("stop", "length")
+            if t["finish_reason"] == "length":
+                assert t["completion_tokens"] == get_agent(r["agent"]).max_new_tokens
+            assert t["completion_tokens"] == backend.count_completion_tokens(t["output"], t["finish_reason"])
             prompt_sum += t["prompt_tokens"]
             completion_sum += t["completion_tokens"]
             turns.append((t["output"], t["observation"]))
@@ -81,29 +85,35 @@ def test_worker_processes_step_like_in_process_envs(alfworld_root):
 
 
 KILL_SCRIPT = """
-import sys
+import os, signal, sys
 from ragdistill.alfworld_env import balanced_sample, training_pool
 from ragdistill.backends import TransformersBackend
 from ragdistill.models import load_model
 from ragdistill.rollout import EpisodeSpec, RolloutConfig, run_rollouts
+
+class DiesMidway(TransformersBackend):
+    # Killed inside its 10th model call: the first two episodes (8 steps at most) are written by then, and
+    # no episode ends in fewer than 3 steps (a win takes at least go, take, go, move; a repeat stop 5), so at
+    # most 6 of the 8 are.
+    calls = 0
+
+    def generate(self, chats, *args, **kwargs):
+        DiesMidway.calls += 1
+        if DiesMidway.calls == 10:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().generate(chats, *args, **kwargs)
+
 games = balanced_sample(training_pool(), 4, seed=2)
 specs = [EpisodeSpec(g.game_id, a) for g in games for a in ("react", "stateact")]
-run_rollouts(specs, TransformersBackend(load_model("smoke"), batch_size=2), sys.argv[1], "smoke",
+run_rollouts(specs, DiesMidway(load_model("smoke"), batch_size=2), sys.argv[1], "smoke",
              RolloutConfig(max_steps=8, batch_size=2, workers=0, fewshot=False), progress=False)
 """
 
 
 def test_a_killed_rollout_resumes_without_losing_or_repeating_episodes(smoke_model, tmp_path):
     out = tmp_path / "episodes.jsonl"
-    proc = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(out)], env=dict(os.environ))
-    deadline = time.time() + 300
-    while time.time() < deadline and proc.poll() is None:
-        if out.exists() and len(out.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.2)
-    assert proc.poll() is None, "the rollout finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc = subprocess.run([sys.executable, "-c", KILL_SCRIPT, str(out)], env=dict(os.environ), timeout=600)
+    assert proc.returncode == -signal.SIGKILL, "the rollout was meant to die by SIGKILL in its 10th model call"
     before = len(list(read_jsonl(out)))
     assert 2 <= before < 8
     games = balanced_sample(training_pool(), 4, seed=2)

@@ -42,12 +42,12 @@ def episodes(alfworld_root):
 
 def dehint_rows(episodes, source: str) -> list[dict]:
     """Stage 04's line format: hint-free chats in both agents' formats, ending on the last answer."""
-    from ragdistill.smoke import smoke_messages
+    from ragdistill.curriculum import demo_chat
 
     rows = []
     for record in episodes:
         for agent in ("react", "stateact"):
-            messages = smoke_messages(record, agent)
+            messages = demo_chat(record, agent)
             rows.append({
                 "id": f"{source}-{record['game_id']}-{agent}", "game_id": record["game_id"],
                 "task_type": record["task_type"], "agent": agent, "source": source,

@@ -31,7 +31,10 @@ def annotate(record: dict) -> list[dict]:
         before = {"location": location, "inventory": list(inventory)}
         if action.startswith("go to "):
             place = action[6:]
-            if not inventory:
+            kind = re.sub(r"\s*\d+$", "", place)
+            if not inventory and kind in record.get("guides", ()):
+                thought = f"A rule says to search the {kind}s early for {_an(obj)}. I will check {place}."
+            elif not inventory:
                 thought = (
                     f"{_an(obj).capitalize()} could be on or in {place}. I will look there."
                     if nxt.startswith(("take", "open", "use"))

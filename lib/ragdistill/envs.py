@@ -82,16 +82,43 @@ def get_task(task_id: str) -> Task:
     return _webshop_task(get_goal(task_id), _webshop_split(task_id))
 
 
+def is_reserved(task_id: str) -> bool:
+    """About 1 in 10 train tasks is reserved for the small models' warm-starts and used by no stage: ALFWorld
+    per game, WebShop per product (every goal of a reserved product)."""
+    if env_of(task_id) == "alfworld":
+        from .alfworld_env import is_reserved as alfworld_reserved
+
+        return alfworld_reserved(task_id)
+    return task_id.startswith("synthetic/") and _webshop_split(task_id) == "train" and _reserved_product(task_id.split("/")[1])
+
+
 def training_tasks(env: str) -> list[Task]:
-    """Tasks the method's stages may learn from: ALFWorld train minus the reserved warm-start slice; WebShop
-    train goals (on products disjoint from the 100 test goals')."""
+    """Tasks the method's stages may learn from: train minus the reserved warm-start slice (WebShop's train
+    goals are on products disjoint from the 100 test goals')."""
     if check_env(env) == "alfworld":
         from .alfworld_env import training_pool
 
         return [Task(g.game_id, g.task_type, g.split, "alfworld") for g in training_pool()]
     from .webshop_data import list_goals
 
-    return [_webshop_task(g, "train") for g in list_goals("train")]
+    return [_webshop_task(g, "train") for g in list_goals("train") if not _reserved_product(g.asin)]
+
+
+def reserved_tasks(env: str) -> list[Task]:
+    """The reserved warm-start slice of train (the smoke and cpu models learn from it)."""
+    if check_env(env) == "alfworld":
+        from .alfworld_env import reserved_games
+
+        return [Task(g.game_id, g.task_type, g.split, "alfworld") for g in reserved_games()]
+    from .webshop_data import list_goals
+
+    return [_webshop_task(g, "train") for g in list_goals("train") if _reserved_product(g.asin)]
+
+
+def _reserved_product(asin: str) -> bool:
+    import hashlib
+
+    return int(hashlib.sha256(asin.encode()).hexdigest(), 16) % 10 == 0
 
 
 def eval_tasks(env: str, split: str = "") -> list[Task]:
@@ -132,10 +159,8 @@ def balanced(tasks: list[Task], n: int, seed: int = 0) -> list[Task]:
 def is_training_task(task_id: str) -> bool:
     """May this task's episodes train a student (not an evaluation task, not reserved for warm-starts)?"""
     if env_of(task_id) == "alfworld":
-        from .alfworld_env import is_reserved
-
         return task_id.startswith("train/") and get_task(task_id).split == "train" and not is_reserved(task_id)
-    return _webshop_split(task_id) == "train"
+    return _webshop_split(task_id) == "train" and not is_reserved(task_id)
 
 
 def open_env(task_id: str):

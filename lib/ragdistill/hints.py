@@ -62,6 +62,15 @@ def location_hint(obj: str, place: str) -> str:
     return f"To find the {obj}, search the {place}s early; that is where it is often kept."
 
 
+_LOCATION = re.compile(r"To find the (?P<obj>[a-z ]+), search the (?P<place>[a-z ]+)s early; that is where it is often kept\.")
+
+
+def location_of(hint: str) -> tuple[str, str] | None:
+    """(object, receptacle kind) of a `location_hint`, or None for any other hint."""
+    m = _LOCATION.fullmatch(hint)
+    return (m["obj"], m["place"]) if m else None
+
+
 class HintFormatError(ValueError):
     """An extractor's answer is not a valid hint list; the message says what is wrong."""
 
@@ -143,7 +152,7 @@ def _kind(instance: str) -> str:
     return re.sub(r"\s*\d+$", "", instance.strip())
 
 
-def _source_place(game_id: str, obj: str) -> str | None:
+def source_place(game_id: str, obj: str) -> str | None:
     """Where the expert found the object: the receptacle type of its first `take`."""
     for action in walkthrough(get_game(game_id)):
         m = re.match(rf"take {re.escape(obj)} \d+ from (.+)", action)
@@ -196,7 +205,7 @@ def diagnose(record: dict) -> list[str]:
             add(GENERIC["second"])
     # Finding the object.
     if not picked_target:
-        place = _source_place(record["game_id"], obj)
+        place = source_place(record["game_id"], obj)
         if place:
             add(location_hint(obj, place))
         if saw_target:

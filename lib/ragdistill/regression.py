@@ -1,5 +1,8 @@
 """Key figures of a finished run, compared with committed reference values (the smoke chain's regression test).
 
+The reference names the smoke model it was made with (the hash of its weights): the figures are exact only
+for that model. The smoke model is built with portable numerics (numerics.py), so every x86-64 machine
+builds the same weights and the same figures follow; a different hash means the smoke model itself changed.
 `python -m ragdistill.regression --update` reruns the smoke chain and rewrites the reference, printing
 what changed, so a change of results is always a deliberate, reviewed commit (`make reference`).
 """
@@ -35,6 +38,11 @@ def key_figures(run_dir: Path) -> dict:
     """Counts that follow from the parameters and the (deterministic) model; floats are left out on purpose."""
     run_dir = Path(run_dir)
     figures: dict = {}
+    if (run_dir / "00_tour" / "metrics.json").is_file():
+        from .numerics import weights_hash
+
+        model = json.loads((run_dir / "00_tour" / "metrics.json").read_text())["model"]
+        figures["model"] = {"profile": model["profile"], "weights": weights_hash(model["path"])}
     if (run_dir / "01_failures" / "episodes.jsonl").is_file():
         figures["01_failures"] = _episodes(run_dir / "01_failures" / "episodes.jsonl")
     if (run_dir / "02_hints" / "metrics.json").is_file():
@@ -77,6 +85,11 @@ def update(run_dir: Path | None = None) -> list[str]:
     """Run the smoke chain (or take a finished run) and rewrite the reference; returns what changed."""
     from .pipeline import run_chain
 
+    from .numerics import applies, is_portable
+
+    if applies() and not is_portable():
+        raise RuntimeError("The reference must be made with portable numerics: run `make reference`, which sets "
+                           "them (or export the variables of ragdistill.numerics.PORTABLE_ENV before starting Python).")
     if run_dir is None:
         os.environ.setdefault("RAGDISTILL_OUTPUTS", tempfile.mkdtemp(prefix="ragdistill-reference-"))
         run_dir = run_chain("smoke", run="reference")

@@ -192,6 +192,7 @@ def run_rollouts(
                     {
                         "prompt_tokens": comp.prompt_tokens,
                         "completion_tokens": comp.completion_tokens,
+                        "finish_reason": comp.finish_reason,
                         "output": comp.text,
                         "action": p.action,
                         "parsed": p.parsed,

@@ -19,7 +19,7 @@ from .alfworld_env import TYPE_ORDER, balanced_sample, reserved_games
 from .chat_template import chatml_template
 from .io import publish_dir, staging_dir
 from .paths import cache_dir
-from .walkthroughs import cached_replays, transcript_text
+from .walkthroughs import transcript_text
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
@@ -28,9 +28,10 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 class SmokeSpec:
     """Everything that determines the smoke model; its hash names the cache folder."""
 
-    version: int = 3
+    version: int = 4
     seed: int = 0
-    games_per_type: int = 12
+    games_per_type: int = 12  # ALFWorld demonstrations, from the reserved slice of train
+    webshop_goals: int = 60  # WebShop demonstrations, from the reserved products of train
     vocab_size: int = 2048
     hidden_size: int = 128
     layers: int = 2
@@ -39,28 +40,19 @@ class SmokeSpec:
     intermediate_size: int = 384
     max_positions: int = 8192
     train_steps: int = 1200
-    batch_size: int = 8
+    batch_tokens: int = 8192  # tokens per optimizer step, padding included
     lr: float = 2e-3
     threads: int = 2  # fixed, not the machine's count: the same floats everywhere
     variants: int = 6
     # Loss on every token, not just actions: this is pretraining, and reading the observations is what
     # teaches a tiny model to copy names from them into its actions.
     assistant_only: bool = False
-    # Walkthroughs go straight to the object (an oracle plan); a few recorded visits elsewhere first
-    # show a searching agent instead.
-    detours: int = 3
+    detours: int = 3  # random searching visits of the ALFWorld demonstrations without hints
+    hint_share: float = 0.5  # demonstrations played under a retrieved hint block (curriculum.py)
+    option_share: float = 0.5  # WebShop demonstrations without an options rule that still choose the options
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
-
-
-def smoke_messages(record: dict, agent_name: str) -> list[dict]:
-    """A demonstration as the agent's own chat (no few-shot examples), ending on its last answer."""
-    from .agents import get_agent
-    from .demos import demo_turns
-
-    chat = get_agent(agent_name).messages(record["task_type"], record["observation"], demo_turns(agent_name, record), fewshot=False)
-    return chat[:-1]
 
 
 def _names(game_id: str) -> tuple[str, str]:
@@ -70,11 +62,13 @@ def _names(game_id: str) -> tuple[str, str]:
 
 
 def rename(record: dict, old: str, new: str) -> dict:
-    """The same episode with one object or receptacle name replaced everywhere (task, room, steps)."""
-    pattern = re.compile(rf"\b{re.escape(old)}\b")
+    """The same episode with one object or receptacle name (and its plural) replaced everywhere: task, room,
+    steps, hint block and the kinds the search followed."""
+    pattern = re.compile(rf"\b{re.escape(old)}(?=s?\b)")
     sub = lambda text: pattern.sub(new, text)  # noqa: E731
     steps = [{**s, "action": sub(s["action"]), "observation": sub(s["observation"])} for s in record["steps"]]
-    return {**record, "observation": sub(record["observation"]), "task": sub(record["task"]), "steps": steps}
+    return {**record, "observation": sub(record["observation"]), "task": sub(record["task"]), "steps": steps,
+            "hints": [sub(h) for h in record.get("hints", [])], "guides": [sub(g) for g in record.get("guides", [])]}
 
 
 def augment(records: list[dict], variants: int, seed: int) -> list[dict]:
@@ -137,8 +131,28 @@ def _encode(tok, messages: list[dict], assistant_only: bool) -> tuple[list[int],
     return ids, [t if m else -100 for t, m in zip(ids, enc["assistant_masks"])]
 
 
+def _batches(lengths: list[int], budget: int, rng: random.Random):
+    """Endless batches of example indices, each at most `budget` tokens with its padding: shuffled, then sorted
+    by length within windows of 64 examples, so that a batch holds examples of about one length."""
+    while True:
+        order = list(range(len(lengths)))
+        rng.shuffle(order)
+        batches: list[list[int]] = []
+        for w in range(0, len(order), 64):
+            current: list[int] = []
+            for i in sorted(order[w : w + 64], key=lambda i: lengths[i]):
+                if current and lengths[i] * (len(current) + 1) > budget:
+                    batches.append(current)
+                    current = []
+                current.append(i)
+            batches.append(current)
+        rng.shuffle(batches)
+        yield from batches
+
+
 def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec, pad_id: int) -> list[float]:
-    """A plain AdamW loop with warmup and cosine decay; assistant tokens only carry loss."""
+    """A plain AdamW loop with warmup and cosine decay over token-budget batches; the output layer runs only
+    where a token carries loss."""
     rng = random.Random(spec.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
     warmup = max(1, spec.train_steps // 10)
@@ -148,19 +162,17 @@ def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec, 
     )
     model.train()
     losses = []
-    order: list[int] = []
+    batches = _batches([len(ids) for ids, _ in examples], spec.batch_tokens, rng)
     for _ in tqdm(range(spec.train_steps), desc="training the smoke model"):
-        if len(order) < spec.batch_size:
-            more = list(range(len(examples)))
-            rng.shuffle(more)
-            order += more
-        batch = [examples[i] for i in order[: spec.batch_size]]
-        del order[: spec.batch_size]
+        batch = [examples[i] for i in next(batches)]
         width = max(len(ids) for ids, _ in batch)
         ids = torch.tensor([x + [pad_id] * (width - len(x)) for x, _ in batch])
         labels = torch.tensor([y + [-100] * (width - len(y)) for _, y in batch])
         attn = torch.tensor([[1] * len(x) + [0] * (width - len(x)) for x, _ in batch])
-        loss = model(input_ids=ids, attention_mask=attn, labels=labels).loss
+        hidden = model.model(input_ids=ids, attention_mask=attn).last_hidden_state[:, :-1]
+        targets = labels[:, 1:]
+        keep = targets != -100
+        loss = torch.nn.functional.cross_entropy(model.lm_head(hidden[keep]), targets[keep])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -171,21 +183,65 @@ def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec, 
     return losses
 
 
-def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, verbose: bool = True) -> Path:
-    """Build (once) and return the folder of the smoke model for `spec`."""
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+def demo_chats(spec: SmokeSpec, workers: int = 2) -> tuple[list[list[dict]], list[dict]]:
+    """The smoke model's training chats (ALFWorld, renamed copies included, and WebShop; both agents' formats,
+    alternating) and the demonstration records they come from."""
+    from . import curriculum, webshop_demos
+    from .envs import reserved_tasks
+    from .webshop_data import get_goal
 
-    dest = dest or cache_dir() / "models" / f"smoke-{spec.key()}"
+    games = balanced_sample(reserved_games(), spec.games_per_type * len(TYPE_ORDER), seed=spec.seed)
+    mix = curriculum.Mix(seed=spec.seed, hint_share=spec.hint_share, detours=spec.detours)
+    records = curriculum.alfworld_demos(games, mix, workers=workers)
+    agents = ("react", "stateact")
+    chats = [curriculum.demo_chat(r, agents[i % 2]) for i, r in enumerate(augment(records, spec.variants, spec.seed))]
+    if spec.webshop_goals:
+        reserved = [get_goal(t.game_id) for t in reserved_tasks("webshop")]
+        goals = webshop_demos.demo_goals(reserved, spec.webshop_goals, seed=spec.seed)
+        web_mix = webshop_demos.WebMix(seed=spec.seed, hint_share=spec.hint_share, option_share=spec.option_share)
+        web = webshop_demos.webshop_demos(goals, web_mix)
+        chats += [webshop_demos.demo_chat(r, agents[i % 2]) for i, r in enumerate(web)]
+        records += web
+    return chats, records
+
+
+def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, verbose: bool = True) -> Path:
+    """Build (once) and return the folder of the smoke model for `spec`.
+
+    The build always runs with portable numerics (numerics.py): in this process when it has them, else in
+    a child process that does, so the weights are the same whoever asks for them on whatever x86-64 machine.
+    """
+    from .numerics import applies, is_portable
+
+    dest = Path(dest or cache_dir() / "models" / f"smoke-{spec.key()}")
     if (dest / "config.json").is_file():
         return dest
+    if applies() and not is_portable():
+        return _build_in_child(spec, dest, verbose)
+    return _build(spec, dest, verbose)
+
+
+def _build_in_child(spec: SmokeSpec, dest: Path, verbose: bool) -> Path:
+    import subprocess
+    import sys
+
+    from .numerics import portable_env
+
+    cmd = [sys.executable, "-m", "ragdistill.smoke", "--spec", json.dumps(asdict(spec)), "--dest", str(dest)]
+    result = subprocess.run(cmd, env=portable_env(), capture_output=not verbose, text=True)
+    if result.returncode != 0 or not (dest / "config.json").is_file():
+        raise RuntimeError(f"building the smoke model failed (exit {result.returncode}): {result.stderr or ''}"[-4000:])
+    return dest
+
+
+def _build(spec: SmokeSpec, dest: Path, verbose: bool) -> Path:
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
     start = time.perf_counter()
-    games = balanced_sample(reserved_games(), spec.games_per_type * len(TYPE_ORDER), seed=spec.seed)
-    workers = max(1, min(4, os.cpu_count() or 1))
-    cache_file = cache_dir() / "walkthroughs" / f"reserved-detours{spec.detours}.jsonl"
-    records = cached_replays(games, cache_file, workers=workers, detours=spec.detours)
-    # Both agents' formats, alternating, so the smoke model answers either prompt in kind.
-    chats = [smoke_messages(r, ("react", "stateact")[i % 2]) for i, r in enumerate(augment(records, spec.variants, spec.seed))]
-    texts = [transcript_text(r) for r in records] + [m["content"] for m in chats[0] + chats[1]]
+    chats, records = demo_chats(spec, workers=max(1, min(4, os.cpu_count() or 1)))
+    texts = [transcript_text(r) for r in records if r.get("env") != "webshop"] + [
+        m["content"] for chat in chats for m in chat if m["role"] != "system"
+    ][:4000] + sorted({m["content"] for chat in chats for m in chat if m["role"] == "system"})
     tmp = staging_dir(dest)
     train_tokenizer(texts, spec.vocab_size).save_pretrained(tmp)
     tok = AutoTokenizer.from_pretrained(tmp)  # train on exactly what every later load will see
@@ -219,7 +275,11 @@ def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, v
     info = {
         "spec": asdict(spec),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "train_games": [r["game_id"] for r in records],
+        "train_games": sorted({r["game_id"] for r in records}),
+        "demonstrations": {"alfworld": sum(r.get("env") != "webshop" for r in records),
+                           "webshop": sum(r.get("env") == "webshop" for r in records),
+                           "with_hints": sum(bool(r.get("hints")) for r in records), "chats": len(chats)},
+        "tokens": sum(len(ids) for ids, _ in examples),
         "loss_first": losses[0],
         "loss_last": sum(losses[-10:]) / min(10, len(losses)),
         "seconds": time.perf_counter() - start,
@@ -232,3 +292,19 @@ def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, v
             f"loss {info['loss_first']:.2f} -> {info['loss_last']:.2f}"
         )
     return dest
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build the smoke model (with portable numerics).")
+    parser.add_argument("--spec", default="{}", help="SmokeSpec fields as JSON (default: the default spec)")
+    parser.add_argument("--dest", default=None, help="folder to build into (default: the cache)")
+    args = parser.parse_args(argv)
+    spec = SmokeSpec(**json.loads(args.spec))
+    print(build_smoke_model(spec, Path(args.dest) if args.dest else None))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

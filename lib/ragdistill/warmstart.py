@@ -74,9 +74,9 @@ def demo_records(spec: WarmSpec, workers: int = 2) -> list[dict]:
 
 def demo_chats(records: list[dict], agents: tuple[str, ...] = ("react", "stateact")) -> list[list[dict]]:
     """Each demonstration as its agent's chat (no few-shot examples), ending on the last answer."""
-    from .smoke import smoke_messages
+    from .curriculum import demo_chat
 
-    return [smoke_messages(r, agents[i % len(agents)]) for i, r in enumerate(records)]
+    return [demo_chat(r, agents[i % len(agents)]) for i, r in enumerate(records)]
 
 
 def default_dest(spec: WarmSpec) -> Path:

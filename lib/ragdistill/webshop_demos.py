@@ -1,0 +1,161 @@
+"""WebShop demonstrations for the small models: a plain shopper's episodes on reserved goals, about half of
+them played under a retrieved hint block that the shopper follows.
+
+The shopper searches the instruction's own words (its opening and price clause left out), opens the first
+result, and buys it. Only goals whose own product comes first for that search are demonstrated, so every
+demonstration is a purchase of the right product. Without a hint the shopper chooses the asked options on
+only some goals (`option_share`) and otherwise buys at once; when its hint block tells it to click the asked
+options, it always does. The hints come from a bank made like stage 02's: the WebShop extractor's rules,
+filled with the reserved goals' option kinds and attributes, and are retrieved with stage 03's BM25.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from .hints import Hint
+
+_OPENING = re.compile(
+    r"^(i am looking for|i'm looking for|i am searching for|looking for|i want to buy|i want|i need|find me|"
+    r"get me|search for|show me|buy me|i would like)\s+(an?\s+|some\s+)?",
+    re.IGNORECASE,
+)
+_PRICE = re.compile(r",? and price lower than [\d.]+ dollars$")
+
+
+@dataclass(frozen=True)
+class WebMix:
+    """How a WebShop demonstration set is made."""
+
+    seed: int = 0
+    hint_share: float = 0.5  # share of demonstrations played under a hint block
+    option_share: float = 0.5  # without an options rule: share of demonstrations that choose the options
+    k: int = 3
+
+
+def search_words(goal) -> str:
+    """The instruction as a search: without its opening words, its options and its price clause, lower-cased."""
+    text = _PRICE.sub("", goal.instruction.strip())
+    if goal.options:
+        asked = " with " + ", and ".join(f"{n}: {v}" for n, v in goal.options)
+        text = text[: -len(asked)] if text.endswith(asked) else text
+    return _OPENING.sub("", text.strip()).strip().lower()
+
+
+def demo_goals(goals: list, n: int, seed: int = 0, per_product: int = 3) -> list:
+    """Up to n goals, balanced over the categories, at most `per_product` per product, each on a product that
+    comes first for its `search_words`."""
+    from .envs import balanced, get_task
+    from .webshop_data import load_shop
+    from .webshop_env import shop_index
+
+    index = shop_index(load_shop())
+    rng = random.Random(seed)
+    by_product: dict[str, list] = {}
+    for g in goals:
+        by_product.setdefault(g.asin, []).append(g)
+    picked = []
+    for _, group in sorted(by_product.items()):
+        rng.shuffle(group)
+        picked += [g for g in group if index.search(search_words(g), 1)[:1] == [g.asin]][:per_product]
+    by_id = {g.goal_id: g for g in picked}
+    return [by_id[t.game_id] for t in balanced([get_task(g.goal_id) for g in picked], n, seed)]
+
+
+def demo_bank(goals: list) -> dict[str, list[Hint]]:
+    """The WebShop extractor's rules per category, filled with the goals' option kinds and attributes."""
+    from .webshop_hints import HINTS, _PHRASE, _kinds
+
+    texts: dict[str, dict[str, None]] = {}
+    for g in goals:
+        own = texts.setdefault(g.category, {})
+        if g.options:
+            kinds = _kinds([n for n, _ in g.options])
+            own[HINTS["options"].format(kinds=kinds)] = None
+            own[HINTS["option_missing"].format(kinds=kinds)] = None
+        phrase = next((a.lower() for a in g.attributes if _PHRASE.match(a.lower())), None)
+        own[HINTS["attributes"].format(phrase=phrase) if phrase else HINTS["attributes_plain"]] = None
+        for name in ("format", "search_first", "open_result", "buy", "wrong_type", "price", "loop", "repeat_search",
+                     "only_shown", "generic"):
+            own[HINTS[name]] = None
+    return {c: [Hint(f"{c}-demo-{i:03d}", c, t, "", "", "", "demo") for i, t in enumerate(own)] for c, own in texts.items()}
+
+
+def says_choose_options(hints: list[str]) -> bool:
+    """Whether a hint block tells the shopper to click the asked options before buying."""
+    from .webshop_hints import HINTS
+
+    lead = HINTS["options"].split("(")[0]
+    return any(h.startswith(lead) for h in hints)
+
+
+def play(goal, hints: list[str], choose_options: bool) -> dict:
+    """One demonstration in the shop: search, open the first result, maybe choose the options, buy."""
+    from .webshop_env import WebShopEnv
+
+    env = WebShopEnv(goal)
+    observation, task = env.reset()
+    steps = []
+
+    def act(action: str, thought: str) -> None:
+        step = env.step(action)
+        steps.append({"action": action, "observation": step.observation, "thought": thought, "page": page,
+                      "chosen": dict(chosen)})
+
+    chosen: dict[str, str] = {}
+    page = "search page"
+    act(f"search[{search_words(goal)}]", "I am on the search page. I search for the product with its main features.")
+    page = "results page 1"
+    act(f"click[{goal.asin.lower()}]", f"{goal.asin} comes first and fits the instruction. I open it.")
+    page = f"item {goal.asin}"
+    if choose_options:
+        for name, value in goal.options:
+            lead = "A rule says to click each asked option. " if says_choose_options(hints) else ""
+            act(f"click[{value}]", f"{lead}I choose {name} {value}.")
+            chosen[name] = value
+    act("click[buy now]", "The item fits the instruction and the price limit. I buy it.")
+    return {"game_id": goal.goal_id, "task_type": goal.category, "observation": observation, "task": task,
+            "steps": steps, "hints": hints, "won": bool(env.purchase and env.purchase.won),
+            "reward": env.reward, "env": "webshop"}
+
+
+def webshop_demos(goals: list, mix: WebMix) -> list[dict]:
+    """Demonstrations of `goals`, retrieved hint blocks on about `hint_share` of them: every one buys the goal's
+    own product, and those that skip the asked options earn less than a full reward."""
+    from .retrieval import BM25Retriever, query_text
+    from .webshop_env import WebShopEnv
+
+    retriever = BM25Retriever(demo_bank(goals))
+    rng = random.Random(mix.seed)
+    records = []
+    for goal in goals:
+        hinted = rng.random() < mix.hint_share
+        coin = rng.random() < mix.option_share
+        hints = []
+        if hinted:
+            observation, task = WebShopEnv(goal).reset()
+            hints = [h.text for h in retriever.retrieve(goal.category, query_text(observation, task), mix.k)]
+        records.append(play(goal, hints, choose_options=says_choose_options(hints) or coin))
+    return records
+
+
+def answer(agent: str, goal_text: str, step: dict) -> str:
+    """One step as the agent writes it (the formats of data/fewshot/webshop_*.json)."""
+    if agent == "react":
+        return f"think: {step['thought']}\naction: {step['action']}"
+    chosen = ", ".join(f"{k}: {v}" for k, v in step["chosen"].items()) or "nothing"
+    return (f"goal: {goal_text}\npage: {step['page']}\nchosen: {chosen}\nthought: {step['thought']}\n"
+            f"action: {step['action']}")
+
+
+def demo_chat(record: dict, agent_name: str) -> list[dict]:
+    """A WebShop demonstration as the agent's chat (no few-shot example, its hint block if any), ending on
+    its last answer."""
+    from .agents import get_agent
+
+    agent = get_agent(agent_name, "webshop")
+    goal_text = _PRICE.sub("", record["task"]).strip()
+    turns = [(answer(agent_name, goal_text, s), s["observation"]) for s in record["steps"]]
+    return agent.messages(record["task_type"], record["observation"], turns, record.get("hints") or None, fewshot=False)[:-1]
