@@ -45,14 +45,9 @@ def design_tasks(env: str, n: int, seed: int) -> list:
 def demo_bank(env: str) -> dict:
     """The demonstration bank of the reserved tasks (the same one the small models were shown)."""
     if env == "alfworld":
-        from ragdistill.alfworld_env import reserved_games
         from ragdistill.curriculum import demo_bank as alfworld_bank
-        from ragdistill.paths import cache_dir
-        from ragdistill.walkthroughs import cached_replays
 
-        records = cached_replays(reserved_games(), cache_dir() / "walkthroughs" / "reserved-detours3.jsonl", workers=2,
-                                 detours=3)
-        return alfworld_bank(records)
+        return alfworld_bank([{"game_id": t.game_id, "task_type": t.task_type} for t in reserved_tasks("alfworld")])
     from ragdistill.webshop_data import get_goal
     from ragdistill.webshop_demos import demo_bank as web_bank
 

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -83,6 +84,20 @@ def staging_dir(dest: Path) -> Path:
     """A new empty folder beside `dest`, to build in before `publish_dir` moves it into place."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+
+
+@contextmanager
+def build_lock(dest: Path) -> Iterator[None]:
+    """One builder at a time for a cached folder: other processes wait here, then find the folder built."""
+    import fcntl
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{dest.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def publish_dir(tmp: Path, dest: Path) -> Path:

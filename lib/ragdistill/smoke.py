@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .alfworld_env import TYPE_ORDER, balanced_sample, reserved_games
 from .chat_template import chatml_template
-from .io import publish_dir, staging_dir
+from .io import build_lock, publish_dir, staging_dir
 from .paths import cache_dir
 from .walkthroughs import transcript_text
 
@@ -218,7 +218,8 @@ def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, v
         return dest
     if applies() and not is_portable():
         return _build_in_child(spec, dest, verbose)
-    return _build(spec, dest, verbose)
+    with build_lock(dest):
+        return dest if (dest / "config.json").is_file() else _build(spec, dest, verbose)
 
 
 def _build_in_child(spec: SmokeSpec, dest: Path, verbose: bool) -> Path:
