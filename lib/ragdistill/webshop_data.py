@@ -68,6 +68,7 @@ class Product:
     query: str  # the search query WebShop scraped the product under
     product_category: str  # Amazon's breadcrumb, `A › B › C`
     attributes: tuple[str, ...]
+    department: str = ""  # WebShop's own `category` field (beauty, garden, grocery, ...), for `<c>` listings
 
     def search_text(self) -> str:
         """What WebShop's search engine indexes: title, description, the first bullet only and the options, lower-cased."""
@@ -155,6 +156,7 @@ def _product(raw: dict, attributes: dict) -> Product:
         query=(raw.get("query") or "").lower().strip(),
         product_category=raw.get("product_category") or "",
         attributes=tuple(attributes.get(raw["asin"], {}).get("attributes") or ()),
+        department=raw.get("category") or "",
     )
 
 
