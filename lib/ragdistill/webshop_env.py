@@ -300,6 +300,11 @@ class WebShopEnv:
         """Nothing to release: kept so a rollout loop can treat WebShop and ALFWorld alike."""
 
 
+def search_action(text: str) -> str:
+    """`search[text]` with the text's own brackets made spaces: WebShop would misread them, and the search ignores them."""
+    return f"search[{text.replace('[', ' ').replace(']', ' ')}]"
+
+
 def oracle_actions(env: WebShopEnv, max_pages: int = TOP_K // PAGE_SIZE) -> list[str]:
     """Play the goal's own purchase (search its title, find it, choose its options, buy) and return the actions."""
     env.reset()
@@ -309,7 +314,7 @@ def oracle_actions(env: WebShopEnv, max_pages: int = TOP_K // PAGE_SIZE) -> list
         taken.append(action)
         return env.step(action)
 
-    act(f"search[{env.shop.products[goal.asin].title}]")
+    act(search_action(env.shop.products[goal.asin].title))
     for _ in range(max_pages):
         state = env._require()
         if f"click[{goal.asin.lower()}]" in env.available_actions() or state.page_no * PAGE_SIZE >= len(state.results):
