@@ -75,7 +75,6 @@ class _ClassMap(dict):
 _CLASS_MAP = _ClassMap((code, chr(code)) for code in range(128))  # ASCII stands for itself
 
 
-
 def _token_pattern(x: str) -> re.Pattern:
     """The token grammar over class representatives, `x` being what may follow any character and attach to it.
 
