@@ -112,7 +112,7 @@ class _State:
 
 def parse_action(action: str) -> tuple[str, str] | None:
     """(`search` or `click`, lower-cased argument) as WebShop parses an action, or None for anything else."""
-    match = _ACTION.match(action.strip())
+    match = _ACTION.match(action)
     if match is None or match[1] not in ("search", "click"):
         return None
     return match[1], match[2].lower()

@@ -71,22 +71,26 @@ class SearchIndex:
     """An inverted index of product texts scored as Lucene's BM25: build(), search(), save() and load()."""
 
     def __init__(self, ids: Sequence[str], terms: Sequence[str], indptr: np.ndarray, docs: np.ndarray,
-                 tfs: np.ndarray, lengths: np.ndarray):
-        self.ids = list(ids)
-        self.terms = list(terms)
-        self.vocab = {t: i for i, t in enumerate(self.terms)}
-        self.indptr, self.docs, self.tfs, self.lengths = indptr, docs, tfs, lengths
-        n = len(self.ids)
+                 saturation: np.ndarray, idf: np.ndarray, lengths: np.ndarray, id_rank: np.ndarray):
+        self.ids, self.terms = list(ids), list(terms)
+        self.vocab = dict(zip(self.terms, range(len(self.terms))))
+        # Postings by term: indptr[t]:indptr[t+1] slices docs and saturation (tf / (tf + norm) of each posting).
+        self.indptr, self.docs, self.saturation, self.idf = indptr, docs, saturation, idf
+        self.lengths, self.id_rank = lengths, id_rank
+
+    @classmethod
+    def from_postings(cls, ids: Sequence[str], terms: Sequence[str], indptr: np.ndarray, docs: np.ndarray,
+                      tfs: np.ndarray, lengths: np.ndarray) -> "SearchIndex":
+        """The index of term-major postings (docs and term frequencies) and the documents' lengths."""
+        n = len(ids)
         # avgdl from the exact lengths (sumTotalTermFreq / docCount), the norms from the encoded ones.
-        self.avgdl = np.float32(lengths.sum() / n) if n else np.float32(1)
-        cache = _norm_cache(self.avgdl)
+        avgdl = np.float32(lengths.sum() / n) if n else np.float32(1)
         tf = tfs.astype(np.float64)
         # freq / (freq + norm) in double, cast to float32 (Lucene 8's BM25Scorer); the query weight multiplies it.
-        self.saturation = (tf / (tf + cache[int_to_byte4(lengths)][docs])).astype(np.float32)
-        self.idf = _idf(np.diff(indptr), n)
-        # Ties go to the smaller product id.
-        self.id_rank = np.empty(n, dtype=np.int64)
-        self.id_rank[np.argsort(np.array(self.ids, dtype=object), kind="stable")] = np.arange(n)
+        saturation = (tf / (tf + _norm_cache(avgdl)[int_to_byte4(lengths)][docs])).astype(np.float32)
+        id_rank = np.empty(n, dtype=np.int32)  # ties go to the smaller product id
+        id_rank[np.argsort(np.array(ids, dtype=object), kind="stable")] = np.arange(n, dtype=np.int32)
+        return cls(ids, terms, indptr, docs, saturation, _idf(np.diff(indptr), n), lengths, id_rank)
 
     @classmethod
     def build(cls, texts: Iterable[str], ids: Sequence[str], show_progress: bool = False) -> "SearchIndex":
@@ -112,14 +116,15 @@ class SearchIndex:
         matrix.sum_duplicates()  # term frequencies
         postings = matrix.tocsc()
         terms = sorted(term_ids, key=term_ids.__getitem__)
-        return cls(ids, terms, postings.indptr.astype(np.int64), postings.indices.astype(np.int32),
-                   postings.data.astype(np.int32), lengths)
+        return cls.from_postings(ids, terms, postings.indptr.astype(np.int64), postings.indices.astype(np.int32),
+                                 postings.data, lengths)
 
     def save(self, folder: Path) -> None:
         """Write the index into a new folder, atomically (a temp folder renamed into place)."""
         tmp = staging_dir(folder)
         try:
-            np.savez(tmp / "postings.npz", indptr=self.indptr, docs=self.docs, tfs=self.tfs, lengths=self.lengths)
+            np.savez(tmp / "postings.npz", indptr=self.indptr, docs=self.docs, saturation=self.saturation,
+                     idf=self.idf, lengths=self.lengths, id_rank=self.id_rank)
             # Neither ids nor analysed terms hold a newline, so one per line is a safe and fast format.
             (tmp / "terms.txt").write_text("\n".join(self.terms), encoding="utf-8")
             (tmp / "ids.json").write_text(json.dumps(self.ids), encoding="utf-8")
@@ -133,9 +138,9 @@ class SearchIndex:
         """Read an index written by save()."""
         arrays = np.load(folder / "postings.npz")
         text = (folder / "terms.txt").read_text(encoding="utf-8")
-        terms = text.split("\n") if text else []
         ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
-        return cls(ids, terms, arrays["indptr"], arrays["docs"], arrays["tfs"], arrays["lengths"])
+        return cls(ids, text.split("\n") if text else [], arrays["indptr"], arrays["docs"], arrays["saturation"],
+                   arrays["idf"], arrays["lengths"], arrays["id_rank"])
 
     def scored(self, query: str, k: int = TOP_K) -> list[tuple[str, float]]:
         """(id, BM25 score) of the best `k` documents that share a term with the query, best first."""
@@ -145,15 +150,14 @@ class SearchIndex:
             if t is None:
                 continue
             lo, hi = self.indptr[t], self.indptr[t + 1]
-            weight = np.float32(count) * self.idf[t]  # the term query's boost times idf, in float32
-            weights.append((weight * self.saturation[lo:hi]).astype(np.float64))
+            weights.append((np.float32(count) * self.idf[t]) * self.saturation[lo:hi])  # boost × idf, in float32
             postings.append(self.docs[lo:hi])
         if not postings:
             return []
-        docs = np.concatenate(postings)
-        # Lucene adds the clauses' float scores in double and returns a float.
-        totals = np.bincount(docs, weights=np.concatenate(weights), minlength=len(self.ids)).astype(np.float32)
-        hits = np.flatnonzero(totals)  # every matching document scores above 0
+        # Lucene adds the clauses' float scores in double (bincount's sum) and returns a float.
+        totals = np.bincount(np.concatenate(postings), weights=np.concatenate(weights),
+                             minlength=len(self.ids)).astype(np.float32)
+        hits = np.flatnonzero(totals >= _kth_bound(totals, k))
         scores = totals[hits]
         if len(hits) > k:
             kth = np.partition(scores, len(scores) - k)[len(scores) - k]
@@ -165,3 +169,19 @@ class SearchIndex:
     def search(self, query: str, k: int = TOP_K) -> list[str]:
         """Ids of the best `k` documents that share a term with the query, best first (ties by id)."""
         return [doc_id for doc_id, _ in self.scored(query, k)]
+
+
+_SAMPLE_STEP = 16
+
+
+def _kth_bound(totals: np.ndarray, k: int) -> np.float32:
+    """A score no higher than the k-th best (and above 0), found cheaply from every 16th document.
+
+    The k-th best of a subset never beats the k-th best of all, so every one of the best k scores at least this;
+    filtering by it first leaves a few candidates to rank instead of every matching document.
+    """
+    sample = totals[::_SAMPLE_STEP]
+    tiny = np.float32(np.finfo(np.float32).tiny)  # matching documents score above 0, the others exactly 0
+    if len(sample) < k:
+        return tiny
+    return max(np.partition(sample, len(sample) - k)[len(sample) - k], tiny)
