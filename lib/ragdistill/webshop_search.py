@@ -29,6 +29,7 @@ from .lucene_analysis import analyze, token_terms, tokenize
 K1, B = np.float32(0.9), np.float32(0.4)  # WebShop's Lucene engine (pyserini defaults)
 TOP_K = 50  # WebShop's search returns at most 50 products
 _FREE_VALUES = 24  # SmallFloat.intToByte4 stores 0..23 exactly, larger lengths as 4-bit floats above them
+_ARRAYS = ("indptr", "docs", "saturation", "idf", "lengths", "id_rank")  # what save() writes beside the terms
 
 
 def int_to_byte4(lengths: np.ndarray) -> np.ndarray:
@@ -123,8 +124,8 @@ class SearchIndex:
         """Write the index into a new folder, atomically (a temp folder renamed into place)."""
         tmp = staging_dir(folder)
         try:
-            np.savez(tmp / "postings.npz", indptr=self.indptr, docs=self.docs, saturation=self.saturation,
-                     idf=self.idf, lengths=self.lengths, id_rank=self.id_rank)
+            for name in _ARRAYS:  # plain .npy files: they load several times faster than one .npz archive
+                np.save(tmp / f"{name}.npy", getattr(self, name))
             # Neither ids nor analysed terms hold a newline, so one per line is a safe and fast format.
             (tmp / "terms.txt").write_text("\n".join(self.terms), encoding="utf-8")
             (tmp / "ids.json").write_text(json.dumps(self.ids), encoding="utf-8")
@@ -136,11 +137,10 @@ class SearchIndex:
     @classmethod
     def load(cls, folder: Path) -> "SearchIndex":
         """Read an index written by save()."""
-        arrays = np.load(folder / "postings.npz")
+        arrays = {name: np.load(folder / f"{name}.npy") for name in _ARRAYS}
         text = (folder / "terms.txt").read_text(encoding="utf-8")
         ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
-        return cls(ids, text.split("\n") if text else [], arrays["indptr"], arrays["docs"], arrays["saturation"],
-                   arrays["idf"], arrays["lengths"], arrays["id_rank"])
+        return cls(ids, text.split("\n") if text else [], **arrays)
 
     def scored(self, query: str, k: int = TOP_K) -> list[tuple[str, float]]:
         """(id, BM25 score) of the best `k` documents that share a term with the query, best first."""
