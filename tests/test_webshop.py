@@ -1,3 +1,4 @@
+import json
 import os
 import random
 import subprocess
@@ -21,7 +22,7 @@ from ragdistill.webshop_data import (
     load_shop,
     parse_pricing,
 )
-from ragdistill.webshop_reward import purchase_reward, reduce_colour, title_nouns
+from ragdistill.webshop_reward import normalize_color, options_matched, purchase_reward, title_nouns
 
 SHARED_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "webshop_small_1000.tar.xz"
 
@@ -170,17 +171,20 @@ def test_reward_attributes_fuzzy_or_on_the_page():
     assert r.attributes_matched == 2  # found in the bullets instead
 
 
-def test_reward_options_with_colour_reduction():
+def test_reward_options_as_webshop_compares_them():
+    assert normalize_color("light blue") == "blue" and normalize_color("heather grey") == "heather grey"
+    assert normalize_color(("color", "navy")) == "navy"  # a pair becomes a colour only when its value is one
+    assert normalize_color(("color", "navy blue")) == ("color", "navy blue")
     goal = _goal(attributes=(), options=(("color", "navy blue"), ("size", "small")))
-    assert reduce_colour("heather grey") == "heather" and reduce_colour("light blue") == "blue"
-    assert reduce_colour("x-large") == "x-large"
     full = purchase_reward(_product(), {"color": "navy blue", "size": "small"}, 20.0, goal)
     assert full.options_matched == 2 and full.won
-    # "dark navy" names the same colour word as "navy blue": reduced, they match.
+    # "dark navy" becomes "navy", and the pair reads as "color navy blue", which holds it entirely.
     assert purchase_reward(_product(), {"color": "dark navy", "size": "small"}, 20.0, goal).options_matched == 2
     wrong = purchase_reward(_product(), {"color": "heather grey", "size": "small"}, 20.0, goal)
     assert wrong.options_matched == 1 and wrong.reward == pytest.approx(2 / 3)
     assert purchase_reward(_product(), {}, 20.0, goal).reward == pytest.approx(1 / 3)
+    # A synthetic goal's option name takes part: "x-large" misses ("size", "large") but meets a human goal's "large".
+    assert options_matched([("size", "large")], ["x-large"]) == 0 and options_matched(["large"], ["x-large"]) == 1
 
 
 def test_reward_price_ceiling():
@@ -193,7 +197,8 @@ def test_reward_price_ceiling():
 def test_reward_type_levels():
     goal = _goal(attributes=(), options=(), query="t-shirts",
                  product_category="Clothing › Men › Shirts", title="Acme Cotton Crew Neck T-Shirt")
-    assert title_nouns(goal.title) == {"acme", "cotton", "crew", "neck", "shirt"}
+    # spaCy's tagger reads every word of the name as a proper noun, the `T` of T-Shirt too.
+    assert title_nouns(goal.title) == ("acme", "cotton", "crew", "neck", "t", "shirt")
 
     def r_type(**kw):
         return purchase_reward(_product(**kw), {}, 1.0, goal).r_type
@@ -201,8 +206,8 @@ def test_reward_type_levels():
     assert r_type(query="t-shirts", product_category="X", title="Zeta Shirt Dress") == 1.0  # same query
     two_levels = "Clothing › Men › Pants"  # shares Clothing and Men with the goal's path
     assert r_type(query="other", product_category=two_levels, title="Zeta Shirt Dress") == 1.0
-    assert r_type(**far, title="Acme Shirt Dress") == 1.0  # 2 of 5 nouns > 0.2
-    assert r_type(**far, title="Zeta Shirt Dress") == 0.5  # 1 of 5 nouns: some overlap, nothing else
+    assert r_type(**far, title="Acme Shirt Dress") == 1.0  # 2 of 6 nouns > 0.2
+    assert r_type(**far, title="Zeta Shirt Dress") == 0.5  # 1 of 6 nouns: some overlap, nothing else
     long_goal = _goal(attributes=(), options=(), title="Acme Cotton Crew Neck Shirt Pocket Tee Top Gift Box Set")
     assert purchase_reward(_product(**far, title="Zeta Shirt Dress"), {}, 1.0, long_goal).r_type == 0.1  # 1/11
     assert r_type(**far, title="Zeta Ceramic Mug") == 0.0  # no noun shared
@@ -225,11 +230,14 @@ def test_search_results_pagination_and_back(shop):
     assert len(parts) == 5 + 3 * 10 and parts[7].startswith("$")
     assert "click[< prev]" not in env.available_actions()
     page1 = env.available_actions()
+    assert not env.step("Click[next >]").admissible  # the verb is read as written, as WebShop reads it
     for n in range(2, 6):
-        step = env.step("Click[Next >]")  # case does not matter
-        assert f"Page {n} (Total results: 50) [SEP] < Prev" in step.observation
-    assert "click[next >]" not in env.available_actions()  # page 5 is the last
-    for _ in range(4):
+        step = env.step("click[Next >]")  # the argument's case does not matter
+        assert f"Page {n} (Total results: 50) [SEP] < Prev [SEP] Next > [SEP] " in step.observation
+    # WebShop offers Next > on the last page too; past it, a page with no products.
+    step = env.step("click[next >]")
+    assert step.observation.endswith("Page 6 (Total results: 50) [SEP] < Prev [SEP] Next >")
+    for _ in range(5):
         env.step("click[< prev]")
     assert env.available_actions() == page1
     step = env.step("click[back to search]")
@@ -267,13 +275,15 @@ def test_invalid_actions_keep_the_state(shop):
     env.reset()
     env.step("search[lamp]")
     before, actions = env.observation(), env.available_actions()
-    for bad in ("click[no such button]", "search[again]", "buy it", "click[buy now]", "click[description]"):
+    for bad in ("click[no such button]", "buy it", "click[buy now]", "click[description]", "search[]", "Search[x]"):
         step = env.step(bad)
         assert not step.admissible and not step.done and step.reward == 0.0
-        assert step.observation.startswith(f"Invalid action: {bad}. Available actions: click[back to search]")
+        assert step.observation == before  # WebShop shows the same page again
         assert env.observation() == before and env.available_actions() == actions
+    again = env.step("search[desk]")  # a search works from any page, as in WebShop
+    assert again.admissible and again.observation != before and env.observation() == again.observation
     env.step("click[back to search]")
-    assert not env.step("search[]").admissible and not env.step("click[next >]").admissible
+    assert not env.step("click[search]").admissible and not env.step("click[next >]").admissible
 
 
 def test_buying_ends_the_episode_with_the_reward(shop):
@@ -286,7 +296,9 @@ def test_buying_ends_the_episode_with_the_reward(shop):
         env.step(f"click[{value}]")
     step = env.step("click[buy now]")
     assert step.done and step.won and step.reward == 1.0 == env.reward
-    assert step.observation.startswith("Thank you for shopping with us! [SEP] Purchased [SEP] " + goal.asin)
+    assert step.observation.startswith("Thank you for shopping with us! [SEP] Your code: [SEP] None [SEP] ")
+    assert f" [SEP] asin [SEP] {goal.asin} [SEP] options [SEP] {json.dumps(dict(goal.options))} [SEP] " in step.observation
+    assert step.observation.endswith(" [SEP] Your score (min 0.0, max 1.0) [SEP] 1.0 [SEP] Reward Details [SEP] None")
     after = env.step("click[back to search]")  # nothing changes once bought
     assert after.done and not after.admissible and after.reward == 1.0 and "reset()" in after.observation
     env.reset()

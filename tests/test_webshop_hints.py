@@ -10,9 +10,9 @@ import pytest
 from ragdistill import data, hints
 from ragdistill.data import require_webshop
 from ragdistill.webshop_data import WEBSHOP_CATEGORIES, Goal, load_shop
-from ragdistill.webshop_env import WebShopEnv, oracle_actions, parse_action
+from ragdistill.webshop_env import PAGE_SIZE, TOP_K, WebShopEnv, oracle_actions, parse_action, search_action
 from ragdistill.webshop_hints import HINTS, current_product, diagnose, heuristic_hints, page, replay
-from ragdistill.webshop_reward import attributes_matched, purchase_reward
+from ragdistill.webshop_reward import attributes_matched, goal_options, options_matched, purchase_reward
 
 SHARED_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "webshop_small_1000.tar.xz"
 ASIN = re.compile(r"\bb0[0-9a-z]{8}\b", re.IGNORECASE)
@@ -74,12 +74,14 @@ def reach(goal: Goal, asin: str) -> list[str]:
     """Actions that search a product's title and open it (paging through the results as needed)."""
     env = WebShopEnv(goal)
     env.reset()
-    actions = [f"search[{env.shop.products[asin].title}]"]
+    actions = [search_action(env.shop.products[asin].title)]
     env.step(actions[0])
-    while f"click[{asin.lower()}]" not in env.available_actions():
-        assert "click[next >]" in env.available_actions(), f"{asin} is not found by its own title"
+    for _ in range(TOP_K // PAGE_SIZE):  # Next > is always offered: the 50 results end the paging
+        if f"click[{asin.lower()}]" in env.available_actions():
+            break
         actions.append("click[next >]")
         env.step("click[next >]")
+    assert f"click[{asin.lower()}]" in env.available_actions(), f"{asin} is not found by its own title"
     return actions + [f"click[{asin.lower()}]"]
 
 
@@ -169,8 +171,9 @@ def test_replay_reproduces_the_recorded_episode(episodes, shop):
         assert (env.purchase is not None) == bought and (page(env) == "done") == bought, kind
         if bought:
             product = current_product(env)
-            assert record["trajectory"][-1]["observation"].startswith(f"Thank you for shopping with us! [SEP] Purchased "
-                                                                      f"[SEP] {product.asin}")
+            done_page = record["trajectory"][-1]["observation"]
+            assert done_page.startswith("Thank you for shopping with us! [SEP] ")
+            assert f" [SEP] Purchased [SEP] asin [SEP] {product.asin} [SEP] " in done_page
             assert env.purchase == purchase_reward(product, env.chosen_options, product.price, goal)
     browse = replay(episodes["browse"][1])
     assert page(browse) == "description" and current_product(browse).asin == episodes["browse"][0].asin
@@ -236,7 +239,10 @@ def test_hints_validate_and_name_no_product(episodes, shop):
 def test_option_hints_across_categories(shop):
     goals = {}
     for goal in shop.goals("train"):
-        if goal.options and goal.category not in goals:
+        # Some goals cannot have their options matched at all (WebShop reduces a chosen `antique graywash` to
+        # `gray`, which the goal's `color: antique graywash` does not hold): take goals whose own values match.
+        own = [value for _, value in goal.options]
+        if goal.options and goal.category not in goals and options_matched(goal_options(goal), own) == len(own):
             goals[goal.category] = goal
     assert set(goals) == set(WEBSHOP_CATEGORIES)
     for category, goal in goals.items():

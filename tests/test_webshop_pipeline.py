@@ -13,6 +13,7 @@ from ragdistill.backends import Completion
 from ragdistill.envs import balanced, eval_tasks, get_task, is_training_task, training_tasks
 from ragdistill.io import read_jsonl
 from ragdistill.rollout import EpisodeSpec, RolloutConfig, run_rollouts
+from ragdistill.webshop_env import search_action
 
 pytestmark = pytest.mark.usefixtures("webshop_root")
 
@@ -36,7 +37,7 @@ class Shopper:
         said = [m["content"] for m in chat if m["role"] == "assistant"]
         if page.startswith("WebShop [SEP]"):
             query = self.shop.products[goal.asin].title if self.careful else instruction
-            return f"search[{query}]"
+            return search_action(query)
         if "Total results" in page:
             if not self.careful:
                 return "click[" + re.search(r"\[SEP\] (B[0-9A-Z]{9}) \[SEP\]", page)[1].lower() + "]"

@@ -61,7 +61,7 @@ def parse_web_action(text: str) -> Parsed:
     found = _WEB_ACTION.findall(text)
     if found:
         return Parsed(found[-1], True)
-    return Parsed(" ".join(text.split()), False)  # still sent: the shop answers with the available actions
+    return Parsed(" ".join(text.split()), False)  # still sent: the shop ignores it and shows the same page again
 
 
 def hint_block(hints: list[str]) -> str:

@@ -1,10 +1,11 @@
 """WebShop products, prices, goals and splits, read from WebShop's own files in WEBSHOP_DATA.
 
 Products (`items_shuffle*.json`) are read as WebShop reads them: title = `name`, bullets =
-`small_description`, option names and values lower-cased (`/` in a value becomes ` | `, spaces collapsed),
-entries with an id that is `nan` or longer than 10 characters skipped, repeated ids kept once (the first).
-Repeated values of one option are kept once too, so every goal is distinct (6,901 goals on the small set
-where WebShop's own count, with the repeats, is 6,910). Attributes come from `items_ins_v2*.json`.
+`small_description`, option names and values lower-cased and stripped (`/` in a value becomes ` | `), an option
+whose list is missing skipped, entries with an id that is `nan` or longer than 10 characters skipped, repeated
+ids kept once (the first). Item pages list option values as WebShop does, repeats included; goals take each
+value once, so every goal is distinct (6,901 goals on the small set where WebShop's own count, with the
+repeats, is 6,910). Attributes come from `items_ins_v2*.json`.
 
 Prices: a product's listed price; for a listed range (`$19.99 - $27.99`) a uniform draw inside it; 100.0
 when none is listed. The draw is seeded by the product id alone, so a product's price is the same on the
@@ -60,18 +61,20 @@ class Product:
     title: str
     description: str
     bullets: tuple[str, ...]
-    options: dict[str, tuple[str, ...]]  # option name → values, page order
+    options: dict[str, tuple[str, ...]]  # option name → values, page order (repeats as listed)
     price_tag: str  # as listed: `$12.99` or `$12.99 to $19.99`
     price: float  # what a purchase costs (a seeded draw inside a listed range)
     category: str  # one of WEBSHOP_CATEGORIES
     query: str  # the search query WebShop scraped the product under
     product_category: str  # Amazon's breadcrumb, `A › B › C`
     attributes: tuple[str, ...]
+    department: str = ""  # WebShop's own `category` field (beauty, garden, grocery, ...), for `<c>` listings
 
     def search_text(self) -> str:
-        """What the search engine indexes: title, description, bullets and options."""
+        """What WebShop's search engine indexes: title, description, the first bullet only and the options, lower-cased."""
         options = ", and ".join(f"{name}: {', '.join(values)}" for name, values in self.options.items())
-        return " ".join([self.title, self.description, " ".join(self.bullets), options])
+        first_bullet = self.bullets[0] if self.bullets else ""
+        return " ".join([self.title, self.description, first_bullet, options]).lower()
 
 
 @dataclass(frozen=True)
@@ -133,13 +136,9 @@ def category_of(raw: str) -> str:
 def _options(raw: object) -> dict[str, tuple[str, ...]]:
     if not isinstance(raw, dict):
         return {}
-    options = {}
-    for name, contents in raw.items():
-        if not contents:
-            continue
-        values = [" ".join(c["value"].replace("/", " | ").lower().split()) for c in contents]
-        options[name.lower()] = tuple(dict.fromkeys(v for v in values if v))
-    return {k: v for k, v in options.items() if v}
+    # As WebShop's loader: a missing list is skipped, an empty one kept; values keep their inner spacing and repeats.
+    return {name.lower(): tuple(c["value"].strip().replace("/", " | ").lower() for c in contents)
+            for name, contents in raw.items() if contents is not None}
 
 
 def _product(raw: dict, attributes: dict) -> Product:
@@ -157,6 +156,7 @@ def _product(raw: dict, attributes: dict) -> Product:
         query=(raw.get("query") or "").lower().strip(),
         product_category=raw.get("product_category") or "",
         attributes=tuple(attributes.get(raw["asin"], {}).get("attributes") or ()),
+        department=raw.get("category") or "",
     )
 
 
@@ -170,8 +170,9 @@ def synthetic_goals(product: Product, entry: dict) -> list[Goal]:
     if not instruction or not wanted:
         return []
     names = sorted(product.options)
+    distinct = {n: tuple(dict.fromkeys(product.options[n])) for n in names}
     goals = []
-    for i, values in enumerate(itertools.product(*(product.options[n] for n in names))):
+    for i, values in enumerate(itertools.product(*(distinct[n] for n in names))):
         goal_id = f"synthetic/{product.asin}/{i}"
         options = tuple(zip(names, values))
         option_text = " with " + ", and ".join(f"{n}: {v}" for n, v in options) if options else ""

@@ -1,8 +1,12 @@
-"""A WebShop-compatible text shop: BM25 search, result pages, item pages and purchases, with no server.
+"""A WebShop text shop that behaves as the original environment's text mode: search, pages, purchases, no server.
 
-Pages and actions follow WebShop's text mode: segments joined by ` [SEP] `, actions `search[<query>]` and
-`click[<button or value, lower-cased>]`. An action the current page does not offer changes nothing and
-says so. Buying ends the episode with WebShop's reward (see webshop_reward). In a rollout loop:
+Observations are WebShop's text mode, page by page: the visible texts joined by ` [SEP] `. Actions are
+`search[<query>]` (from any page, as the original allows) and `click[<button, product id or option value>]`,
+read as WebShop reads them: the argument lower-cased, the verb as written. The search is WebShop's engine
+(webshop_search); `<c> dept`, `<q> query`, `<a> attribute` and `<r>` are its listing shortcuts (a department,
+a scraped query, an attribute, 50 random products). An action the page does not offer changes nothing: the
+page stays as it was and the step is marked not admissible. Buying ends the episode with WebShop's reward (see
+webshop_reward) on WebShop's done page. In a rollout loop:
 
     env = WebShopEnv(get_goal(goal_id))       # or WebShopEnv(goal_id); goals from list_goals("test")
     observation, instruction = env.reset()
@@ -15,100 +19,36 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import re
-import shutil
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
-
-from .io import publish_dir, staging_dir
 from .paths import cache_dir
 from .webshop_data import WEBSHOP_CATEGORIES, WEBSHOP_SPLITS, Goal, Product, Shop, get_goal, list_goals, load_shop
 from .webshop_reward import Reward, purchase_reward
+from .webshop_search import TOP_K, SearchIndex
 
 # The goal helpers are re-exported so a rollout loop needs only this module.
 __all__ = ["WEBSHOP_CATEGORIES", "WEBSHOP_SPLITS", "Goal", "SearchIndex", "WebShopEnv", "WebShopStep", "get_goal",
            "list_goals", "oracle_actions"]
 
 SEP = " [SEP] "
-TOP_K = 50  # WebShop's search returns at most 50 products
 PAGE_SIZE = 10
-K1, B = 0.9, 0.4  # WebShop's Lucene engine (pyserini defaults)
-# Bump when the indexed text or the tokenizer changes, so cached indexes are rebuilt.
-INDEX_VERSION = "1"
+# Bump when the indexed text or the analysis changes, so cached indexes are rebuilt.
+INDEX_VERSION = "2"
 FULL_HASH_LIMIT = 64 << 20  # bigger files are keyed by size, mtime and their first and last 8 MiB
 
 BACK, PREV, NEXT, BUY = "back to search", "< prev", "next >", "buy now"
 SUBPAGES = ("description", "features", "reviews")
-_ACTION = re.compile(r"^(search|click)\[(.*)\]$", re.DOTALL)
-
-
-@lru_cache(maxsize=1)
-def _stemmer():
-    import Stemmer
-
-    return Stemmer.Stemmer("english")
-
-
-def _tokenize(texts: list[str], show_progress: bool = False):
-    import bm25s
-
-    return bm25s.tokenize(texts, stopwords="en", stemmer=_stemmer(), show_progress=show_progress)
-
-
-class SearchIndex:
-    """BM25 (Lucene variant, English stemming and stopwords) over product texts."""
-
-    def __init__(self, retriever, ids: Sequence[str]):
-        self.retriever = retriever
-        self.ids = list(ids)
-
-    @classmethod
-    def build(cls, texts: list[str], ids: Sequence[str], show_progress: bool = False) -> "SearchIndex":
-        """Index `texts` (one per id) in memory."""
-        import bm25s
-
-        retriever = bm25s.BM25(k1=K1, b=B, method="lucene")
-        retriever.index(_tokenize(texts, show_progress), show_progress=show_progress)
-        return cls(retriever, ids)
-
-    def save(self, folder: Path) -> None:
-        """Write the index into a new folder, atomically (a temp folder renamed into place)."""
-        tmp = staging_dir(folder)
-        try:
-            self.retriever.save(str(tmp), show_progress=False)
-            (tmp / "ids.json").write_text(json.dumps(self.ids), encoding="utf-8")
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        publish_dir(tmp, folder)
-
-    @classmethod
-    def load(cls, folder: Path) -> "SearchIndex":
-        """Read an index written by save()."""
-        import bm25s
-
-        retriever = bm25s.BM25.load(str(folder), show_progress=False, verbosity=0)
-        ids = json.loads((folder / "ids.json").read_text(encoding="utf-8"))
-        return cls(retriever, ids)
-
-    def search(self, query: str, k: int = TOP_K) -> list[str]:
-        """Ids of the best `k` documents that share a term with the query, best first (ties by index order)."""
-        import bm25s
-
-        tokens = bm25s.tokenize([query], stopwords="en", stemmer=_stemmer(), return_ids=False, show_progress=False)[0]
-        token_ids = self.retriever.get_tokens_ids([t for t in tokens if t])
-        if not token_ids:
-            return []
-        scores = self.retriever.get_scores(token_ids)
-        hits = np.flatnonzero(scores > 0)
-        if len(hits) > k:
-            hits = hits[np.argpartition(-scores[hits], k - 1)[:k]]
-        order = np.lexsort((hits, -scores[hits]))  # score descending, then index order
-        return [self.ids[i] for i in hits[order]]
+# WebShop's action syntax, matched as its engine matches it: from the start, greedy, on one line.
+_ACTION = re.compile(r"(.+)\[(.+)\]")
+# What WebShop's done page prints around the purchase (its text mode keeps the MTurk page's labels).
+_DONE_BEFORE = ["Thank you for shopping with us!", "Your code:", "None", "(Paste it in your MTurk interface.)",
+                "Purchased", "asin"]
+_DONE_AFTER = ["attrs", "None", "category", "None", "query", "None", "product category", "None", "Target", "asin",
+               "options", "attrs", "price upper", "instuction text", "category", "product category", "query", "Goal",
+               "None", "Reward", "Your score (min 0.0, max 1.0)"]
 
 
 def file_key(path: Path) -> str:
@@ -156,7 +96,7 @@ class WebShopStep:
     observation: str
     done: bool
     won: bool
-    admissible: bool  # was the action one the page offers
+    admissible: bool  # did the action do something (WebShop itself silently ignores the others)
     reward: float = 0.0
 
 
@@ -167,13 +107,15 @@ class _State:
     results: list[str] = field(default_factory=list)
     page_no: int = 1
     asin: str = ""
-    chosen: dict[str, str] = field(default_factory=dict)
+    chosen: dict[str, str] = field(default_factory=dict)  # in the order first chosen, as WebShop keeps them
 
 
 def parse_action(action: str) -> tuple[str, str] | None:
-    """`search[...]` / `click[...]` as (verb, lower-cased argument), or None."""
-    match = _ACTION.match(" ".join(action.strip().split()).lower())
-    return (match[1], match[2].strip()) if match else None
+    """(`search` or `click`, lower-cased argument) as WebShop parses an action, or None for anything else."""
+    match = _ACTION.match(action)
+    if match is None or match[1] not in ("search", "click"):
+        return None
+    return match[1], match[2].lower()
 
 
 class WebShopEnv:
@@ -187,6 +129,7 @@ class WebShopEnv:
         self.reward = 0.0  # the episode's reward: 0 until something is bought
         self.purchase: Reward | None = None
         self._state: _State | None = None
+        self._rng = random.Random()
 
     # Pages -------------------------------------------------------------------------------------------
 
@@ -200,28 +143,32 @@ class WebShopEnv:
     def _page_results(self) -> list[str]:
         s = self._state
         start = (s.page_no - 1) * PAGE_SIZE
+        # WebShop always offers `Next >`, even on the last page or with no results.
         parts = self._header() + ["Back to Search", f"Page {s.page_no} (Total results: {len(s.results)})"]
-        if s.page_no > 1:
-            parts.append("< Prev")
-        if start + PAGE_SIZE < len(s.results):
-            parts.append("Next >")
+        parts += (["< Prev"] if s.page_no > 1 else []) + ["Next >"]
         for asin in s.results[start : start + PAGE_SIZE]:
             product = self.shop.products[asin]
-            parts += [asin, product.title, product.price_tag]
+            parts += [asin, product.title.strip(), product.price_tag]
         return parts
 
     def _page_item(self) -> list[str]:
         product = self._product
         parts = self._header() + ["Back to Search", "< Prev"]
         for name, values in product.options.items():
-            parts += [name, *values]
-        return parts + [product.title, f"Price: {product.price_tag}", "Rating: N.A.", "Description", "Features",
-                        "Reviews", "Buy Now"]
+            parts += [name.strip(), *values]
+        return parts + [product.title.strip(), f"Price: {product.price_tag}", "Rating: N.A.", "Description",
+                        "Features", "Reviews", "Buy Now"]
 
     def _page_sub(self) -> list[str]:
         product, page = self._product, self._state.page
         body = {"description": [product.description], "features": list(product.bullets), "reviews": []}[page]
-        return self._header() + ["Back to Search", "< Prev"] + [b for b in body if b.strip()]
+        # A page shows each text stripped; an empty one shows nothing.
+        return self._header() + ["Back to Search", "< Prev"] + [b.strip() for b in body if b.strip()]
+
+    def _page_done(self) -> list[str]:
+        r, s = self.purchase, self._state
+        return [*_DONE_BEFORE, s.asin, "options", json.dumps(s.chosen), *_DONE_AFTER, str(r.reward),
+                "Reward Details", "None"]
 
     def observation(self) -> str:
         """The current page as text."""
@@ -232,6 +179,8 @@ class WebShopEnv:
             return SEP.join(self._page_results())
         if page == "item":
             return SEP.join(self._page_item())
+        if page == "done":
+            return SEP.join(self._page_done())
         return SEP.join(self._page_sub())
 
     # Actions -----------------------------------------------------------------------------------------
@@ -246,16 +195,15 @@ class WebShopEnv:
         return self._require().page == "search"
 
     def clickables(self) -> list[str]:
-        """What can be clicked on the current page, lower-cased as WebShop's actions spell it."""
+        """What can be clicked on the current page, in WebShop's order: buttons, products, option values."""
         s = self._require()
         if s.page == "results":
             start = (s.page_no - 1) * PAGE_SIZE
-            buttons = [BACK] + ([PREV] if s.page_no > 1 else [])
-            buttons += [NEXT] if start + PAGE_SIZE < len(s.results) else []
+            buttons = [BACK] + ([PREV] if s.page_no > 1 else []) + [NEXT]
             return buttons + [a.lower() for a in s.results[start : start + PAGE_SIZE]]
         if s.page == "item":
             values = [v for vals in self._product.options.values() for v in vals]
-            return [BACK, PREV, *dict.fromkeys(values), *SUBPAGES, BUY]
+            return list(dict.fromkeys([BACK, PREV, *SUBPAGES, BUY, *values]))
         if s.page in SUBPAGES:
             return [BACK, PREV]
         return []
@@ -270,10 +218,11 @@ class WebShopEnv:
         """Open the search page: (observation, instruction)."""
         self._state = _State()
         self.reward, self.purchase = 0.0, None
+        self._rng = random.Random(f"webshop-random-search:{self.goal.goal_id}")
         return self.observation(), self.task
 
     def step(self, action: str) -> WebShopStep:
-        """Take one action; one the page does not offer leaves the state as it was."""
+        """Take one action; one WebShop would ignore leaves the page as it was and is not admissible."""
         s = self._require()
         if s.page == "done":
             # No exception: a loop that stops only on `won` (ALFWorld's habit) must not crash on a lost purchase.
@@ -281,23 +230,34 @@ class WebShopEnv:
             return WebShopStep(text, True, self.purchase.won, False, self.reward)
         parsed = parse_action(action)
         if parsed is None or not self._apply(*parsed):
-            listed = ", ".join(self.available_actions())
-            return WebShopStep(f"Invalid action: {action.strip()}. Available actions: {listed}", False, False, False)
+            return WebShopStep(self.observation(), False, False, False)
         if s.page == "done":
             r = self.purchase
-            product = self.shop.products[s.asin]
-            text = SEP.join(["Thank you for shopping with us!", "Purchased", product.asin, product.title,
-                             "Your score (min 0.0, max 1.0)", f"{r.reward:.4f}"])
-            return WebShopStep(text, True, r.won, True, r.reward)
+            return WebShopStep(self.observation(), True, r.won, True, r.reward)
         return WebShopStep(self.observation(), False, False, True)
 
+    def search_results(self, query: str) -> list[str]:
+        """Product ids a search lists, as WebShop's engine finds them (its listing shortcuts included)."""
+        words = query.split(" ")
+        products = self.shop.products.values()
+        if words[0] == "<r>":
+            return self._rng.sample(list(self.shop.products), k=min(TOP_K, len(self.shop.products)))
+        if words[0] == "<c>":
+            department = words[1].strip() if len(words) > 1 else ""
+            return [p.asin for p in products if p.department == department]
+        if words[0] == "<q>":
+            scraped = " ".join(words[1:]).strip()
+            return [p.asin for p in products if p.query == scraped]
+        if words[0] == "<a>":
+            attribute = " ".join(words[1:]).strip()
+            return [p.asin for p in products if attribute in p.attributes]
+        return self.index.search(query)
+
     def _apply(self, verb: str, arg: str) -> bool:
-        """Change the state for a valid action and return True; return False (state untouched) otherwise."""
+        """Change the state for an action WebShop acts on and return True; return False (state untouched) otherwise."""
         s = self._state
         if verb == "search":
-            if s.page != "search" or not arg:
-                return False
-            s.query, s.results, s.page_no, s.page = arg, self.index.search(arg), 1, "results"
+            s.query, s.results, s.page_no, s.page, s.asin = arg, self.search_results(arg), 1, "results", ""
             return True
         if arg not in self.clickables():
             return False
@@ -320,8 +280,8 @@ class WebShopEnv:
         elif arg == BUY:
             self._buy()
         else:
-            # An option value: select it in the first option that offers it (replacing that option's choice).
-            name = next(n for n, vals in self._product.options.items() if arg in vals)
+            # An option value selects the last option that offers it: WebShop maps each value to its last button.
+            name = [n for n, vals in self._product.options.items() if arg in vals][-1]
             s.chosen[name] = arg
         return True
 
@@ -340,6 +300,11 @@ class WebShopEnv:
         """Nothing to release: kept so a rollout loop can treat WebShop and ALFWorld alike."""
 
 
+def search_action(text: str) -> str:
+    """`search[text]` with the text's own brackets made spaces: WebShop would misread them, and the search ignores them."""
+    return f"search[{text.replace('[', ' ').replace(']', ' ')}]"
+
+
 def oracle_actions(env: WebShopEnv, max_pages: int = TOP_K // PAGE_SIZE) -> list[str]:
     """Play the goal's own purchase (search its title, find it, choose its options, buy) and return the actions."""
     env.reset()
@@ -349,11 +314,10 @@ def oracle_actions(env: WebShopEnv, max_pages: int = TOP_K // PAGE_SIZE) -> list
         taken.append(action)
         return env.step(action)
 
-    act(f"search[{env.shop.products[goal.asin].title}]")
+    act(search_action(env.shop.products[goal.asin].title))
     for _ in range(max_pages):
-        if f"click[{goal.asin.lower()}]" in env.available_actions():
-            break
-        if "click[next >]" not in env.available_actions():
+        state = env._require()
+        if f"click[{goal.asin.lower()}]" in env.available_actions() or state.page_no * PAGE_SIZE >= len(state.results):
             break
         act("click[next >]")
     step = act(f"click[{goal.asin.lower()}]")

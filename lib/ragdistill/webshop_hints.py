@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .webshop_data import Product, Shop, load_shop
 from .webshop_env import WebShopEnv, parse_action
-from .webshop_reward import attributes_matched, options_matched
+from .webshop_reward import attributes_matched, goal_options, options_matched
 
 HINTS = {
     "format": "End every answer with exactly one action, search[query] or click[button], spelled as the page shows it.",
@@ -121,9 +121,11 @@ def _purchase_hints(env: WebShopEnv) -> list[str]:
     if reward.options_matched < len(goal.options):
         chosen = list(env.chosen_options.values())
         offered = [v for values in bought.options.values() for v in values]
-        missed = [(name, value) for name, value in goal.options if not options_matched([value], chosen)]
-        unclicked = [name for name, value in missed if options_matched([value], offered)]
-        lacking = [name for name, value in missed if not options_matched([value], offered)]
+        # Each option as the reward compares it, beside its name for the hint's wording.
+        missed = [(name, wanted) for (name, _), wanted in zip(goal.options, goal_options(goal))
+                  if not options_matched([wanted], chosen)]
+        unclicked = [name for name, wanted in missed if options_matched([wanted], offered)]
+        lacking = [name for name, wanted in missed if not options_matched([wanted], offered)]
         if unclicked:
             found.append(HINTS["options"].format(kinds=_kinds(unclicked)))
         if lacking:
