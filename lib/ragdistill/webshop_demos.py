@@ -33,6 +33,9 @@ class WebMix:
     hint_share: float = 0.5  # share of demonstrations played under a hint block
     option_share: float = 0.5  # without an options rule: share of demonstrations that choose the options
     k: int = 3
+    # Product ids as the page spells them (upper case) instead of lower-cased as the agents' instructions ask: the
+    # shop reads either, and a tiny model copies a page's spelling far sooner than it learns to change its case.
+    ids_as_shown: bool = False
 
 
 def search_words(goal) -> str:
@@ -91,7 +94,7 @@ def says_choose_options(hints: list[str]) -> bool:
     return any(h.startswith(lead) for h in hints)
 
 
-def play(goal, hints: list[str], choose_options: bool) -> dict:
+def play(goal, hints: list[str], choose_options: bool, ids_as_shown: bool = False) -> dict:
     """One demonstration in the shop: search, open the first result, maybe choose the options, buy."""
     from .webshop_env import WebShopEnv
 
@@ -108,7 +111,7 @@ def play(goal, hints: list[str], choose_options: bool) -> dict:
     page = "search page"
     act(f"search[{search_words(goal)}]", "I am on the search page. I search for the product with its main features.")
     page = "results page 1"
-    act(f"click[{goal.asin.lower()}]", f"{goal.asin} comes first and fits the instruction. I open it.")
+    act(f"click[{goal.asin if ids_as_shown else goal.asin.lower()}]", f"{goal.asin} comes first and fits the instruction. I open it.")
     page = f"item {goal.asin}"
     if choose_options:
         for name, value in goal.options:
@@ -137,7 +140,7 @@ def webshop_demos(goals: list, mix: WebMix) -> list[dict]:
         if hinted:
             observation, task = WebShopEnv(goal).reset()
             hints = [h.text for h in retriever.retrieve(goal.category, query_text(observation, task), mix.k)]
-        records.append(play(goal, hints, choose_options=says_choose_options(hints) or coin))
+        records.append(play(goal, hints, says_choose_options(hints) or coin, mix.ids_as_shown))
     return records
 
 
