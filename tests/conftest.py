@@ -71,14 +71,15 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def served_smoke(smoke_model, tmp_path_factory):
-    """`transformers serve` with the smoke model on loopback, offline."""
+    """`transformers serve` on loopback, offline; it loads the model folder each request names (the smoke model,
+    or any other local folder), so one server serves every test."""
     port = free_port()
     hub_cache = tmp_path_factory.mktemp("hub")
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hub_cache), OMP_NUM_THREADS="1")
     exe = Path(sys.executable).parent / "transformers"
     log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w")
     proc = subprocess.Popen(
-        [str(exe), "serve", smoke_model.path, "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log
+        [str(exe), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 180

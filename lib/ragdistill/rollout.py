@@ -186,8 +186,8 @@ def run_rollouts(
             t0 = time.perf_counter()
             results = pool.step_many([(ep.slot, p.action) for ep, p in zip(live, parsed)])
             stats.env_seconds += time.perf_counter() - t0
-            still = []
-            for ep, comp, p, res in zip(live, completions, parsed, results):
+            still, ended = [], []
+            for ep, chat, comp, p, res in zip(live, chats, completions, parsed, results):
                 ep.trajectory.append(
                     {
                         "prompt_tokens": comp.prompt_tokens,
@@ -206,6 +206,7 @@ def run_rollouts(
                 reason = _stop_reason(ep, res.won, res.done, cfg)
                 if reason:
                     append_jsonl(out_path, _record(ep, res.won, reason, model_name))
+                    ended.append(chat)
                     pool.release(ep.slot)
                     free_slots.append(ep.slot)
                     stats.episodes += 1
@@ -213,6 +214,8 @@ def run_rollouts(
                 else:
                     still.append(ep)
             live = still
+            if ended and hasattr(backend, "release"):
+                backend.release(ended)  # their KV caches are of no further use
     bar.close()
     stats.wall_seconds = time.perf_counter() - start
     return stats

@@ -1,0 +1,124 @@
+"""Stage 06's four conditions played on one base model: base and base+hints on the base alone, the students as
+its LoRA adapters, switched per condition (one copy of the base in memory, not one per student)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .rollout import EpisodeSpec, run_rollouts
+
+STUDENTS = ("sft", "distilled")
+
+
+@dataclass
+class Played:
+    """What playing the conditions did: the specs played, the conditions skipped (with why), timings."""
+
+    specs: list[EpisodeSpec] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+    timing: dict[str, dict] = field(default_factory=dict)
+
+
+def found_adapters(cfg) -> dict[str, Path]:
+    """The students of stage 05 whose adapters exist, by name."""
+    folders = {name: cfg.run_dir / "05_student" / "adapters" / name for name in STUDENTS}
+    return {name: path for name, path in folders.items() if (path / "adapter_config.json").is_file()}
+
+
+class LocalModels:
+    """The base model in this process, loaded once with every student adapter; one backend per condition."""
+
+    def __init__(self, cfg, adapters: dict[str, Path]):
+        from .models import load_model
+
+        self.cfg = cfg
+        self.adapters = {n: str(p) for n, p in adapters.items() if n in cfg.conditions}
+        self.loaded = load_model(cfg.profile, load_4bit=cfg.load_4bit, adapters=self.adapters or None)
+        self.base_name = f"{cfg.profile}:{self.loaded.profile.model_id}"
+
+    def backend(self, condition: str):
+        """The backend that plays a condition, and the model name its episodes record."""
+        from .local import TransformersBackend
+
+        if condition in STUDENTS:
+            return TransformersBackend(self.loaded, self.cfg.rollout_batch, adapter=condition), f"{self.cfg.profile}:{condition}"
+        # The base conditions run with every adapter off ("": the base alone), or on a model that has none.
+        return TransformersBackend(self.loaded, self.cfg.rollout_batch, adapter="" if self.adapters else None), self.base_name
+
+    def missing(self, condition: str) -> str | None:
+        """Why a condition cannot be played here (None: it can)."""
+        return None
+
+    def close(self) -> None:
+        self.loaded = None
+
+
+class ServerModels:
+    """Every condition on an OpenAI-compatible server the user runs (base_url, api_model): the base conditions only."""
+
+    def __init__(self, cfg):
+        from .remote import OpenAIBackend
+
+        self.cfg = cfg
+        self.client = OpenAIBackend(cfg.api_model, base_url=cfg.base_url or None, concurrency=cfg.rollout_batch)
+
+    def backend(self, condition: str):
+        return self.client, self.cfg.api_model
+
+    def missing(self, condition: str) -> str | None:
+        if condition in STUDENTS:
+            return "the students run in this process: use backend='local'"
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+def condition_models(cfg, adapters: dict[str, Path]):
+    """Where stage 06 plays: this process (one base, its adapters) or a server."""
+    return LocalModels(cfg, adapters) if cfg.backend == "local" else ServerModels(cfg)
+
+
+def play_conditions(cfg, games, bank: dict, student_fewshot: bool, models, episodes_file: Path,
+                    progress: bool = True) -> Played:
+    """Every condition of cfg.conditions, every agent, every game; episodes appended to one file (resumable).
+
+    `models` gives each condition its backend (`LocalModels`, or a server's). Students without an adapter in
+    stage 05 are skipped with the reason.
+    """
+    from .retrieval import make_retriever, query_text, retrieve_many
+
+    out = Played()
+    adapters = found_adapters(cfg)
+    for condition in cfg.conditions:
+        specs = [EpisodeSpec(g.game_id, agent, condition, cfg.seed) for g in games for agent in cfg.agents]
+        if condition in STUDENTS and condition not in adapters:
+            out.skipped[condition] = (f"no {condition} adapter in {cfg.run_dir / '05_student' / 'adapters' / condition} "
+                                      "(see notebook 05's metrics.json)")
+            continue
+        why = models.missing(condition)
+        if why:
+            out.skipped[condition] = why
+            continue
+        backend, model_name = models.backend(condition)
+        hint_source = None
+        if condition == "hints":
+            retriever = make_retriever(cfg.resolved_retriever, bank, backend)
+
+            def hint_source(starting, retriever=retriever):
+                requests = [(task_type, query_text(obs, task)) for _, task_type, obs, task in starting]
+                return [[h.text for h in hints] for hints in retrieve_many(retriever, requests, cfg.k)]
+
+        fewshot = student_fewshot if condition in STUDENTS else cfg.use_fewshot
+        start = time.perf_counter()
+        stats = run_rollouts(specs, backend, episodes_file, model_name, cfg.rollout_config(fewshot),
+                             progress=progress, hint_source=hint_source)
+        out.timing[condition] = {"wall_seconds": round(time.perf_counter() - start, 1),
+                                 "model_seconds": round(stats.model_seconds, 1), "env_seconds": round(stats.env_seconds, 1),
+                                 "episodes_resumed": stats.skipped}
+        out.specs += specs
+        if hasattr(backend, "clear_cache"):
+            backend.clear_cache()  # empty once every episode ended; cleared for a condition cut short too
+    return out
