@@ -98,3 +98,24 @@ def test_attached_adapters_stay_in_the_compute_dtype(smoke_model, tmp_path):
     assert lora == {torch.bfloat16} and set(model.peft_config) == {"a", "b"}
     plain = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(smoke_model.path, dtype=torch.bfloat16), str(tmp_path / "a"))
     assert {p.dtype for n, p in plain.named_parameters() if "lora_" in n} == {torch.float32}
+
+
+def test_the_four_conditions_through_a_local_server_are_the_in_process_episodes(eval_run, tmp_path):
+    """Stage 06 on a server started for it (`transformers serve`: the base, and each student merged into a
+    checkpoint of its own, asynchronous episodes) plays exactly the in-process episodes, texts and token counts."""
+    import dataclasses
+
+    from ragdistill.conditions import ServerModels, condition_models
+
+    cfg, games, bank = eval_run
+    with condition_models(cfg, found_adapters(cfg)) as models:
+        assert isinstance(models, LocalModels)
+        play_conditions(cfg, games, bank, False, models, tmp_path / "local.jsonl", progress=False)
+    served = dataclasses.replace(cfg, backend="transformers-serve")
+    with condition_models(served, found_adapters(served)) as models:
+        assert isinstance(models, ServerModels) and models.server.alive()
+        assert set(models.names) == {"sft", "distilled"} and all("/merged/" in n for n in models.names.values())
+        played = play_conditions(served, games, bank, False, models, tmp_path / "served.jsonl", progress=False)
+    assert not models.server.alive() and not played.skipped
+    local, remote = _episodes(tmp_path / "local.jsonl"), _episodes(tmp_path / "served.jsonl")
+    assert len(remote) == len(games) * 4 and remote == local

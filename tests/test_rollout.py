@@ -115,3 +115,66 @@ def test_a_killed_rollout_resumes_without_losing_or_repeating_episodes(smoke_mod
     keys = Counter((r["game_id"], r["agent"]) for r in read_jsonl(out))
     assert len(keys) == 8 and set(keys.values()) == {1}
     assert stats.skipped == before and stats.episodes == 8 - before
+
+
+def _server_backend(served_smoke, smoke_model, concurrency=3):
+    from ragdistill.remote import OpenAIBackend
+
+    return OpenAIBackend(smoke_model.path, base_url=served_smoke, concurrency=concurrency, server="transformers",
+                         max_retries=2, backoff=0.1)
+
+
+def _by_key(path):
+    return {(r["game_id"], r["agent"]): {k: v for k, v in r.items() if k != "seconds"} for r in read_jsonl(path)}
+
+
+def test_asynchronous_rollouts_give_the_lockstep_episodes(served_smoke, smoke_model, tmp_path):
+    """Through one server, greedy: episodes stepping on their own (3 in flight) are the lockstep batches' episodes,
+    and both are the in-process ones."""
+    import dataclasses
+
+    specs = _specs()
+    backend = _server_backend(served_smoke, smoke_model)
+    run_rollouts(specs, backend, tmp_path / "lockstep.jsonl", "smoke", CFG, progress=False)
+    stats = run_rollouts(specs, backend, tmp_path / "async.jsonl", "smoke", dataclasses.replace(CFG, concurrency=3),
+                         progress=False)
+    run_rollouts(specs, TransformersBackend(smoke_model, batch_size=3), tmp_path / "local.jsonl", "smoke", CFG, progress=False)
+    lockstep, async_, local = (_by_key(tmp_path / f"{n}.jsonl") for n in ("lockstep", "async", "local"))
+    assert len(async_) == len(specs) and stats.episodes == len(specs) and stats.steps == sum(r["steps"] for r in async_.values())
+    assert async_ == lockstep == local
+
+
+ASYNC_KILL_SCRIPT = """
+import sys
+from ragdistill.alfworld_env import balanced_sample, training_pool
+from ragdistill.remote import OpenAIBackend
+from ragdistill.rollout import EpisodeSpec, RolloutConfig, run_rollouts
+games = balanced_sample(training_pool(), 4, seed=2)
+specs = [EpisodeSpec(g.game_id, a) for g in games for a in ("react", "stateact")]
+backend = OpenAIBackend(sys.argv[3], base_url=sys.argv[2], concurrency=2, server="transformers")
+run_rollouts(specs, backend, sys.argv[1], "smoke",
+             RolloutConfig(max_steps=8, batch_size=2, workers=0, fewshot=False, concurrency=2), progress=False)
+"""
+
+
+def test_a_killed_asynchronous_rollout_resumes_without_losing_or_repeating_episodes(served_smoke, smoke_model, tmp_path):
+    out = tmp_path / "episodes.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", ASYNC_KILL_SCRIPT, str(out), served_smoke, smoke_model.path],
+                            env=dict(os.environ))
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if out.exists() and len(out.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the rollout finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = len(list(read_jsonl(out)))
+    assert 2 <= before < 8
+    games = balanced_sample(training_pool(), 4, seed=2)
+    specs = [EpisodeSpec(g.game_id, a) for g in games for a in ("react", "stateact")]
+    cfg = RolloutConfig(max_steps=8, batch_size=2, workers=0, fewshot=False, concurrency=2)
+    stats = run_rollouts(specs, _server_backend(served_smoke, smoke_model, 2), out, "smoke", cfg, progress=False)
+    keys = Counter((r["game_id"], r["agent"]) for r in read_jsonl(out))
+    assert len(keys) == 8 and set(keys.values()) == {1}
+    assert stats.skipped == before and stats.episodes == 8 - before

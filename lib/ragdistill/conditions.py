@@ -54,31 +54,86 @@ class LocalModels:
     def close(self) -> None:
         self.loaded = None
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 class ServerModels:
-    """Every condition on an OpenAI-compatible server the user runs (base_url, api_model): the base conditions only."""
+    """Every condition through one OpenAI-compatible server. The base answers base and base+hints; the students
+    are LoRA modules of the same served base (vLLM, chosen per request by model name), or, for `transformers
+    serve`, which loads whole models only, the base with each adapter merged in. A server at base_url is used as
+    it is (students by the names sft and distilled, when it serves them)."""
 
-    def __init__(self, cfg):
-        from .remote import OpenAIBackend
+    def __init__(self, cfg, adapters: dict[str, Path], kind: str):
+        from .backends import server_spec, start_server
+        from .models import merged_checkpoint
+        from .profiles import get_profile
 
-        self.cfg = cfg
-        self.client = OpenAIBackend(cfg.api_model, base_url=cfg.base_url or None, concurrency=cfg.rollout_batch)
+        self.cfg, self.kind, self.server = cfg, kind, None
+        self.flavour = {"vllm": "vllm", "transformers-serve": "transformers"}.get(kind, "auto")
+        students = {n: p for n, p in adapters.items() if n in cfg.conditions}
+        self.names: dict[str, str] = {}  # condition -> the model name a request names
+        if cfg.base_url or kind == "openai":
+            self.url = cfg.base_url or None
+            self.base = cfg.api_model or server_spec(cfg, kind if kind != "openai" else "vllm").served_name
+            self.names = {n: n for n in students if n in self._served()}
+        elif kind == "vllm":
+            self.server = start_server(cfg, kind, {n: str(p) for n, p in students.items()})
+            self.names = {n: n for n in students}
+        else:
+            merged = {n: str(merged_checkpoint(cfg.profile, p, cfg.stage_dir / "merged")) for n, p in students.items()}
+            self.server = start_server(cfg, kind)
+            self.names = merged
+        if self.server is not None:
+            self.url, self.base = self.server.base_url, self.server.spec.served_name
+        self.base_label = f"{cfg.profile}:{get_profile(cfg.profile).model_id if self.server else self.base}"
+
+    def _served(self) -> set[str]:
+        """The model names the server at base_url lists (empty when it cannot say)."""
+        import json
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen((self.url or "").rstrip("/") + "/models", timeout=10) as resp:
+                return {m.get("id") for m in json.loads(resp.read()).get("data", [])}
+        except (OSError, ValueError):
+            return set()
 
     def backend(self, condition: str):
-        return self.client, self.cfg.api_model
+        from .remote import OpenAIBackend
+
+        name = self.names.get(condition, self.base)
+        client = OpenAIBackend(name, base_url=self.url, concurrency=self.cfg.requests_in_flight, server=self.flavour)
+        return client, (f"{self.cfg.profile}:{condition}" if condition in STUDENTS else self.base_label)
 
     def missing(self, condition: str) -> str | None:
-        if condition in STUDENTS:
-            return "the students run in this process: use backend='local'"
-        return None
+        if condition not in STUDENTS or condition in self.names:
+            return None
+        if self.kind == "openai":
+            return "the students need a server that serves them: backend='vllm' (LoRA modules) or 'transformers-serve'"
+        return (f"the server at {self.url} does not serve {condition!r}: start it with --enable-lora --lora-modules "
+                "sft=<run>/05_student/adapters/sft distilled=<run>/05_student/adapters/distilled (README, GPU section)")
 
     def close(self) -> None:
-        pass
+        if self.server is not None:
+            self.server.stop()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 def condition_models(cfg, adapters: dict[str, Path]):
-    """Where stage 06 plays: this process (one base, its adapters) or a server."""
-    return LocalModels(cfg, adapters) if cfg.backend == "local" else ServerModels(cfg)
+    """Where stage 06 plays: this process (one base, its adapters) or one server (the base, its students)."""
+    from .backends import resolve_backend
+
+    kind = resolve_backend(cfg)
+    return LocalModels(cfg, adapters) if kind == "local" else ServerModels(cfg, adapters, kind)
 
 
 def play_conditions(cfg, games, bank: dict, student_fewshot: bool, models, episodes_file: Path,

@@ -195,9 +195,14 @@ class RolloutStageConfig(StageConfig):
     workers: int = -1  # environment worker processes; -1: one per CPU, 0: in this process
     fewshot: bool | None = None  # None: the profile's default (off for the tiny smoke model)
     load_4bit: bool | None = None  # None: 4-bit on CUDA, off on CPU
-    backend: str = "local"  # "local" (transformers in this process) or "openai" (any compatible server)
-    base_url: str = ""  # for backend="openai"; the API key is read from OPENAI_API_KEY, never a parameter
+    # "auto": vLLM on the gpu profiles when it is installed and a GPU is there, else "local" (transformers in this
+    # process); "vllm" or "transformers-serve": a server started for the stage (or the one at base_url);
+    # "openai": any OpenAI-compatible server at base_url (api_model names the model)
+    backend: str = "auto"
+    base_url: str = ""  # a running server; the API key is read from OPENAI_API_KEY, never a parameter
     api_model: str = ""
+    concurrency: int = 0  # requests in flight on a server; 0: the profile's (gpu-7b 48, gpu-14b 32, others 8)
+    server_args: str = ""  # more arguments for a started server, e.g. "--tensor-parallel-size 2"
 
     def validate(self) -> None:
         super().validate()
@@ -206,8 +211,12 @@ class RolloutStageConfig(StageConfig):
         unknown = [a for a in self.agents if a not in AGENTS]
         if unknown or not self.agents:
             raise ConfigError(f"agents={self.agents!r}: choose from {', '.join(AGENTS)}")
-        if self.backend not in ("local", "openai"):
-            raise ConfigError(f"backend={self.backend!r}: choose 'local' or 'openai'")
+        from .server import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend={self.backend!r}: choose one of {', '.join(map(repr, BACKENDS))}")
+        if self.concurrency < 0:
+            raise ConfigError("concurrency must be >= 0 (0: the profile's)")
         if self.backend == "openai" and not self.api_model:
             raise ConfigError("backend='openai' needs api_model (the model name the server knows)")
         if self.max_steps < 0 or self.batch_size < 0:
@@ -241,7 +250,12 @@ class RolloutStageConfig(StageConfig):
         from .rollout import RolloutConfig
 
         return RolloutConfig(self.step_limit, self.repeat_limit, self.rollout_batch, self.env_workers,
-                             self.use_fewshot if fewshot is None else fewshot)
+                             self.use_fewshot if fewshot is None else fewshot, concurrency=self.requests_in_flight)
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests a server backend has in flight: concurrency, or the profile's."""
+        return self.concurrency or get_profile(self.profile).concurrency
 
 
 @dataclass

@@ -118,6 +118,10 @@ class TransformersBackend:
         """Memory held by the stored KV caches."""
         return self.store.nbytes()
 
+    def close(self) -> None:
+        """Nothing to stop in process; the caches go."""
+        self.store.clear()
+
     def release(self, chats: list[list[dict]]) -> None:
         """The episodes whose last prompts these were have ended: drop their caches."""
         if self.reuse_cache:

@@ -207,6 +207,26 @@ def attach_adapters(model: torch.nn.Module, adapters: dict[str, str]):
     return model
 
 
+def merged_checkpoint(profile: str, adapter: str | Path, folder: Path) -> Path:
+    """The profile's model with a LoRA adapter merged into its weights, saved once as a plain checkpoint under
+    `folder` (named after the adapter's content): for servers that load whole models only (`transformers serve`)."""
+    import hashlib
+
+    adapter = Path(adapter)
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        digest.update((adapter / name).read_bytes())
+    dest = folder / f"{adapter.name}-{digest.hexdigest()[:12]}"
+    if (dest / "config.json").is_file():
+        return dest
+    loaded = load_model(profile, load_4bit=False, adapter=str(adapter))
+    model = loaded.model.merge_and_unload()
+    tmp = staging_dir(dest)
+    model.save_pretrained(tmp)
+    loaded.tokenizer.save_pretrained(tmp)
+    return publish_dir(tmp, dest)
+
+
 def answer_chat(loaded: LoadedModel, messages: list[dict], max_new_tokens: int = 64) -> dict:
     """Greedy answer to one chat, with prompt length, new tokens and decoding speed."""
     tok = loaded.tokenizer

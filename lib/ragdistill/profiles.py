@@ -20,6 +20,11 @@ class Profile:
     # memory left after the weights) holds about 7 GB at 7B and 5 GB at 14B; an ALFWorld episode averages about
     # 2,500 tokens, 140 MB at 7B (56 KiB a token) and 480 MB at 14B (192 KiB a token).
     rollout_batch: int = 8
+    # On a server (vLLM: continuous batching, prefix caching) episodes step on their own, this many requests in flight.
+    concurrency: int = 8
+    # What `vllm serve` loads for this profile ("": the profile's own model). A 7B fits a 24 GB card in bf16 (15 GB);
+    # a 14B does not (29 GB), so it is served from Qwen's own AWQ 4-bit checkpoint. LoRA students load on either.
+    vllm_model: str = ""
 
 
 PROFILES: dict[str, Profile] = {
@@ -28,9 +33,9 @@ PROFILES: dict[str, Profile] = {
         Profile("smoke", "smoke", "ragdistill-smoke", "tests: a tiny model built offline, every stage in seconds", 8, 16, False),
         Profile("cpu", "gguf", "SmolLM2-135M-Instruct", "the default `make run` on any machine (CPU)", 32, 64),
         Profile("gpu-7b", "hub", "Qwen/Qwen2.5-7B-Instruct", "the paper's setting on one 24 GB GPU, 4-bit NF4",
-                rollout_batch=32),
+                rollout_batch=32, concurrency=48, vllm_model="Qwen/Qwen2.5-7B-Instruct"),
         Profile("gpu-14b", "hub", "Qwen/Qwen2.5-14B-Instruct", "the paper's setting on one 24 GB GPU, 4-bit NF4",
-                rollout_batch=10),
+                rollout_batch=10, concurrency=32, vllm_model="Qwen/Qwen2.5-14B-Instruct-AWQ"),
     )
 }
 

@@ -26,7 +26,7 @@ def greedy_request(server: str) -> dict:
     extra: dict = {}
     if server == "vllm":
         fields["presence_penalty"] = 0.0
-        extra = {"repetition_penalty": 1.0, "top_k": -1, "min_p": 0.0}
+        extra = {"repetition_penalty": 1.0, "top_k": 0, "min_p": 0.0}  # top_k 0: every token (vLLM's own "off")
     elif server == "transformers":
         extra = {"generation_config": json.dumps(GREEDY)}
     else:
@@ -34,12 +34,13 @@ def greedy_request(server: str) -> dict:
     return {**fields, "extra_body": extra} if extra else fields
 
 
-def detect_server(base_url: str, timeout: float = 10.0) -> str:
+def detect_server(base_url: str, key: str = "", timeout: float = 10.0) -> str:
     """"vllm" when the server's model list says vLLM owns its models, else "openai" (the plain OpenAI schema)."""
     import urllib.request
 
+    request = urllib.request.Request(base_url.rstrip("/") + "/models", headers={"Authorization": f"Bearer {key}"} if key else {})
     try:
-        with urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             models = json.loads(resp.read()).get("data", [])
     except (OSError, ValueError):
         return "openai"
@@ -66,7 +67,9 @@ class OpenAIBackend:
         concurrency: int = 8,
         backoff: float = 1.0,
         server: str = "auto",
+        owned=None,
     ):
+        """`owned`: a ManagedServer this backend stops on close()."""
         import openai
 
         if server not in SERVERS:
@@ -75,18 +78,20 @@ class OpenAIBackend:
         self.base_url = base_url or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
         # The key comes from the environment only: never a notebook parameter (papermill would record it).
         key = os.environ.get(api_key_env) or "not-needed"
+        self._key = os.environ.get(api_key_env, "")
         self.client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=timeout, max_retries=0)
         self.max_retries = max_retries
         self.concurrency = concurrency
         self.backoff = backoff
         self._server = server
+        self.owned = owned
         self.name = f"openai:{model}@{self.base_url}"
 
     @property
     def server(self) -> str:
         """The kind of server, asked once when it was given as "auto"."""
         if self._server == "auto":
-            self._server = detect_server(self.base_url)
+            self._server = detect_server(self.base_url, self._key)
         return self._server
 
     def _retryable(self, err: Exception) -> bool:
@@ -119,9 +124,16 @@ class OpenAIBackend:
             kwargs["response_format"] = {"type": "json_object"}
         return kwargs
 
-    def one(self, chat: list[dict], max_new_tokens: int = 64, stop: list[str] | None = None, json_mode: bool = False) -> Completion:
-        """One request, retried with backoff on rate limits, timeouts and 5xx."""
+    def one(self, chat: list[dict], max_new_tokens: int = 64, stop: list[str] | None = None, json_mode: bool = False,
+            session: str | None = None) -> Completion:
+        """One request, retried with backoff on rate limits, timeouts and 5xx.
+
+        `session` (an episode's key) goes out as the X-Session-Id header: a load balancer in front of several
+        replicas can route an episode's requests to one replica, whose prefix cache holds the episode.
+        """
         kwargs = self.request(chat, max_new_tokens, stop, json_mode)
+        if session:
+            kwargs["extra_headers"] = {"X-Session-Id": session}
         for attempt in range(self.max_retries + 1):
             try:
                 resp = self.client.chat.completions.create(**kwargs)
@@ -139,6 +151,11 @@ class OpenAIBackend:
             usage.completion_tokens if usage else 0,
             "length" if choice.finish_reason == "length" else "stop",
         )
+
+    def close(self) -> None:
+        """Stop the server this backend started, if any."""
+        if self.owned is not None:
+            self.owned.stop()
 
     def generate(
         self, chats: list[list[dict]], max_new_tokens: int = 64, stop: list[str] | None = None, json_mode: bool = False

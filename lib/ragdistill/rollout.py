@@ -46,6 +46,7 @@ class RolloutConfig:
     workers: int = 0
     fewshot: bool = True
     max_new_tokens: int | None = None  # None: the agent's own default
+    concurrency: int = 0  # > 0 with a server backend: episodes step on their own, this many requests in flight
 
 
 @dataclass
@@ -119,6 +120,24 @@ def _record(live: _Live, won: bool, reason: str, model: str) -> dict:
     }
 
 
+def take_step(live: _Live, comp, parsed, res) -> None:
+    """Record one step of an episode: the answer, the action read from it, the game's reply."""
+    live.trajectory.append(
+        {
+            "prompt_tokens": comp.prompt_tokens,
+            "completion_tokens": comp.completion_tokens,
+            "output": comp.text,
+            "action": parsed.action,
+            "parsed": parsed.parsed,
+            "observation": res.observation,
+            "valid": parsed.parsed and res.admissible,
+        }
+    )
+    live.turns.append((comp.text, res.observation))
+    live.actions.append(parsed.action)
+    live.reward = max(live.reward, res.reward)
+
+
 def completed_keys(path: Path) -> set[str]:
     """Episodes already in the output file."""
     return {episode_key(r["game_id"], r["agent"], r["condition"], r["seed"]) for r in read_jsonl(path)}
@@ -138,6 +157,11 @@ def run_rollouts(
     `hint_source`, when given, is asked once per episode at t=0 (after the reset, before the first
     answer) for the hints of the episodes starting now: a list of (spec, task type, first observation,
     task) in, one list of hint texts per episode out. The hints stay in the system prompt all episode.
+
+    Batches of `cfg.batch_size` episodes step in lockstep, one model call per step for all of them; with
+    `cfg.concurrency` > 0 and a backend that answers one chat at a time (a server), each episode sends its next
+    request as soon as its observation is back instead (`rollout_async`). Records, resume and stop rules are
+    the same either way.
     """
     out_path = Path(out_path)
     done = completed_keys(out_path)
@@ -145,6 +169,10 @@ def run_rollouts(
     stats = RolloutStats(skipped=len(specs) - len(todo))
     if not todo:
         return stats
+    if cfg.concurrency > 0 and hasattr(backend, "one"):
+        from .rollout_async import run_async
+
+        return run_async(todo, backend, out_path, model_name, cfg, stats, progress, hint_source)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="episodes", disable=not progress)
     queue = list(todo)
@@ -188,20 +216,7 @@ def run_rollouts(
             stats.env_seconds += time.perf_counter() - t0
             still, ended = [], []
             for ep, chat, comp, p, res in zip(live, chats, completions, parsed, results):
-                ep.trajectory.append(
-                    {
-                        "prompt_tokens": comp.prompt_tokens,
-                        "completion_tokens": comp.completion_tokens,
-                        "output": comp.text,
-                        "action": p.action,
-                        "parsed": p.parsed,
-                        "observation": res.observation,
-                        "valid": p.parsed and res.admissible,
-                    }
-                )
-                ep.turns.append((comp.text, res.observation))
-                ep.actions.append(p.action)
-                ep.reward = max(ep.reward, res.reward)
+                take_step(ep, comp, p, res)
                 stats.steps += 1
                 reason = _stop_reason(ep, res.won, res.done, cfg)
                 if reason:
