@@ -15,7 +15,9 @@ HINT_TEXTS = ["Open a closed receptacle before searching it.", "Look in every dr
 
 
 def make_adapter(path: str, folder, seed: int) -> None:
-    """A LoRA adapter of the smoke model with random, clearly non-zero weights (a stand-in for a trained student)."""
+    """A LoRA adapter of the smoke model with random non-zero weights (a stand-in for a trained student): large
+    enough that it answers differently from the base, small enough that it still writes the game's language
+    (much larger ones make it write noise, whose flat scores tie)."""
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -25,7 +27,7 @@ def make_adapter(path: str, folder, seed: int) -> None:
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
-                param.mul_(20.0)  # big enough that the students answer differently from the base
+                param.mul_(0.5)
     model.save_pretrained(folder)
 
 

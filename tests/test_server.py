@@ -36,9 +36,10 @@ def test_the_vllm_command_line_serves_the_students_as_lora_modules(monkeypatch, 
         assert part in line
     assert cmd[-2:] == ["--tensor-parallel-size", "2"]
     assert "--enable-lora" not in server_command(ServerSpec("vllm", "m"))
+    (tmp_path / "empty").mkdir()
     monkeypatch.setenv("RAGDISTILL_VLLM", str(tmp_path / "none"))
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(sys, "executable", str(tmp_path / "python"))
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "empty" / "python"))
     with pytest.raises(ServerError, match="make vllm"):
         server_command(ServerSpec("vllm", "m"))
 

@@ -248,7 +248,7 @@ def test_an_interrupted_training_resumes_and_a_finished_adapter_is_skipped(smoke
 
 class Watch:
     """A trainer callback that records the model's layers and dtypes when training starts, and counts how often the
-    first decoder layer and the LM head run during the training steps."""
+    first decoder layer's attention and the LM head run during the training steps."""
 
     def __new__(cls):
         from transformers import TrainerCallback
@@ -265,7 +265,9 @@ class Watch:
                                "norm": base.model.norm.weight.dtype}
                 self.checkpointing = base.is_gradient_checkpointing
                 count = lambda key: (lambda *a, **k: self.calls.__setitem__(key, self.calls[key] + 1))  # noqa: E731
-                self.handles = [base.model.layers[0].register_forward_hook(count("layer")),
+                # A module inside the layer, early in it: the recompute runs the layer's forward again (up to what
+                # the backward pass needs), and so this module.
+                self.handles = [base.model.layers[0].self_attn.register_forward_hook(count("layer")),
                                 base.get_output_embeddings().register_forward_hook(count("lm_head"))]
 
             def on_step_end(self, args, state, control, **kwargs):

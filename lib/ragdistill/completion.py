@@ -10,8 +10,8 @@ from typing import Protocol
 class Completion:
     """One answer: its text and what it cost in tokens.
 
-    `text` is the decoded answer without its end-of-turn token, cut at a stop string, surrounding whitespace
-    stripped (OpenAI-compatible servers strip it, so every backend does). `completion_tokens` counts the tokens
+    `text` is the decoded answer without its end-of-turn token or any other special token, cut at a stop string,
+    surrounding whitespace stripped (OpenAI-compatible servers strip it, so every backend does). `completion_tokens` counts the tokens
     the model generated for it: the end-of-turn token included, up to the token that completed a stop string,
     as a server's `usage` counts them.
     """

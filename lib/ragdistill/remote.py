@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .completion import GREEDY, BackendError, Completion, cut_at_stop
 
 SERVERS = ("auto", "vllm", "transformers", "openai")
+# Special tokens written inside an answer (`<|im_start|>` and the like) are not text: vLLM and in-process decoding
+# drop them, `transformers serve` keeps them; so the text of every backend keeps none.
+SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 
 
 def greedy_request(server: str) -> dict:
@@ -143,7 +147,7 @@ class OpenAIBackend:
                     raise BackendError(self._explain(err) + f" (after {attempt + 1} attempts)") from err
                 time.sleep(self.backoff * 2**attempt * (0.5 + random.random()))
         choice = resp.choices[0]
-        text, _ = cut_at_stop(choice.message.content or "", stop)
+        text, _ = cut_at_stop(SPECIAL_TOKEN.sub("", choice.message.content or ""), stop)
         usage = resp.usage
         return Completion(
             text.strip(),

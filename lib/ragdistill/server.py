@@ -169,8 +169,8 @@ class ManagedServer:
         deadline = time.monotonic() + self.ready_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise ServerError(f"{self.spec.engine} exited with code {self.proc.returncode} before it answered. "
-                                  f"Last lines of {self.log_path}:\n{self.log_tail()}")
+                raise ServerError(f"{self.spec.engine} exited with code {self.proc.returncode} before it answered "
+                                  f"({shlex.join(self.command)}). Last lines of {self.log_path}:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(self._ready_url(), timeout=5) as resp:
                     if resp.status == 200:
