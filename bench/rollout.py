@@ -17,6 +17,11 @@ prints the episodes per minute of each and their ratio. The server is `transform
 (or the one at --base-url, e.g. a vLLM):
 
     python bench/rollout.py --profile smoke --backend server --games 8 --max-steps 10 --batches 4 --concurrency 4
+
+Measured on smoke (a shared 2-core machine, one thread, 16 ReAct episodes of at most 10 steps, batch 8 against 8
+in flight): `transformers serve`, which answers one request at a time, async x1.09 (16.3 -> 17.9 episodes/min);
+with --server-args=--continuous-batching, which batches pending requests as vLLM does, x1.58 (10.5 -> 16.6).
+The same episodes (texts and token counts) both ways in every run.
 """
 
 from __future__ import annotations
