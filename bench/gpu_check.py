@@ -39,8 +39,7 @@ QWEN25 = {
     "14b": dict(hidden_size=5120, intermediate_size=13824, num_hidden_layers=48, num_attention_heads=40,
                 num_key_value_heads=8, vocab_size=152064, rms_norm_eps=1e-5),
 }
-COMMON = dict(max_position_embeddings=32768, rope_theta=1000000.0, tie_word_embeddings=False, hidden_act="silu",
-              torch_dtype="bfloat16")
+COMMON = dict(max_position_embeddings=32768, rope_theta=1000000.0, tie_word_embeddings=False, hidden_act="silu")
 TINY = {
     "7b": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                vocab_size=2048, rms_norm_eps=1e-6),
@@ -233,8 +232,10 @@ def measure_training(profile: str, length: int, steps: int, nf4: bool, outputs: 
             "nf4": result["load_4bit"], "setup": timer.dtypes, "adapter": str(cfg.adapter_dir("sft"))}
 
 
-def measure_rollout(loaded, batch: int, steps: int, new_tokens: int, marks: tuple[int, ...], adapter: str | None) -> dict:
-    """A scripted episode per row, `steps` steps, through TransformersBackend (its default mode)."""
+def measure_rollout(loaded, batch: int, steps: int, new_tokens: int, marks: tuple[int, ...], adapter: str | None,
+                    deadline: float = float("inf")) -> dict:
+    """A scripted episode per row, `steps` steps, through TransformersBackend (its default mode); fewer steps when
+    the deadline (time.perf_counter) comes first."""
     import torch
 
     from ragdistill.agents import get_agent
@@ -257,9 +258,11 @@ def measure_rollout(loaded, batch: int, steps: int, new_tokens: int, marks: tupl
             turns[row].append((comp.text, OBSERVATIONS[(step + row) % len(OBSERVATIONS)]))
         if step in marks:
             store[step] = round(backend.cache_bytes() / 2**20, 1)
+        if time.perf_counter() > deadline:
+            break
     backend.release(chats)
     s = backend.stats
-    return {"batch": batch, "steps": steps, "new_tokens": new_tokens, "mode": backend.mode,
+    return {"batch": batch, "steps": len(times), "new_tokens": new_tokens, "mode": backend.mode,
             "seconds_per_step": round(sum(times) / len(times), 3), "seconds_first_step": round(times[0], 3),
             "seconds_last_step": round(times[-1], 3), "prompt_tokens_sent": s.prompt_tokens,
             "prompt_tokens_computed": s.prefilled_tokens, "generated_tokens": s.generated_tokens,
@@ -336,7 +339,7 @@ def main() -> int:
     lengths = (512, 1024) if args.tiny else (2048, 4096, 8192)
     steps, marks = (6, (2, 4, 6)) if args.tiny else (50, (10, 30, 50))
     batches = (2, 4) if args.tiny else (8, 32)
-    train_steps = 2 if args.tiny else 3
+    train_steps = 2  # the first warms up kernels; the second is measured
     new_tokens = 8 if args.tiny else args.new_tokens
     work = Path(args.work or tempfile.mkdtemp(prefix="gpu-check-"))
     os.environ["RAGDISTILL_OUTPUTS"] = str(work / "outputs")
@@ -354,7 +357,7 @@ def main() -> int:
         return True
 
     tokenizer = build_tokenizer(work / "tokenizer")
-    need = {"7b": (60, 150, 60, 60), "14b": (90, 0, 0, 90)}  # build, rollouts, nb06, training: seconds on an H100
+    need = {"7b": (45, 100, 55, 90), "14b": (75, 0, 90, 60)}  # build, rollouts, nb06, training: seconds on an H100, roughly
     for size in ("7b", "14b"):
         folder, profile = work / f"qwen25-{size}", f"check-{size}"
         if not time_left(f"{size} model", need[size][0] + need[size][3]):
@@ -380,11 +383,19 @@ def main() -> int:
             reset_peak()
             loaded = load_model(profile, load_4bit=nf4)
             check["rollout_7b_model"] = {"nf4": loaded.quantized_4bit, "after_load_gib": peak_gib()}
-            check["rollout_7b"] = [measure_rollout(loaded, b, steps, new_tokens, marks, None) for b in batches]
+            # Each batch size gets an equal share of what is left once the later phases' time is set aside
+            # (20-60 s); a batch that runs out of it stops early and says how many steps it played.
+            later = need["7b"][2] + sum(need["14b"]) + 60
+            check["rollout_7b"] = []
+            for b in batches:
+                left = start + args.max_seconds - later - time.perf_counter()
+                share = min(60.0, max(20.0, left / (len(batches) - len(check["rollout_7b"]))))
+                check["rollout_7b"].append(measure_rollout(loaded, b, steps, new_tokens, marks, None,
+                                                           float("inf") if args.tiny else time.perf_counter() + share))
             del loaded
             save()
-        if adapter and time_left(f"nb06 {size}", need[size][2] or 60):
-            check[f"nb06_{size}"] = measure_eval(profile, adapter, batches[0], marks[0], new_tokens, nf4)
+        if adapter and time_left(f"nb06 {size}", need[size][2]):
+            check[f"nb06_{size}"] = measure_eval(profile, adapter, batches[0], 5 if not args.tiny else marks[0], new_tokens, nf4)
             save()
         elif not adapter:
             skipped[f"nb06 {size}"] = "no adapter: training did not finish"

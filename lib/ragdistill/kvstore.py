@@ -34,7 +34,10 @@ def cache_nbytes(cache) -> int:
 def free_memory(device: torch.device) -> int:
     """Bytes free on the device now: CUDA's own count, or the RAM the OS reports as available."""
     if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
+        free, total = torch.cuda.mem_get_info(device)
+        # A process held to a share of the card (set_per_process_memory_fraction) has only that share.
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _: 1.0)(device)
+        return max(0, min(free, int(fraction * total) - torch.cuda.memory_reserved(device)))
     try:
         import psutil
 
