@@ -163,6 +163,11 @@ def reset_peak() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def checkpointing(model) -> bool:
+    """Whether gradient checkpointing is on (transformers 5.18 renamed the attribute)."""
+    return bool(getattr(model, "is_activation_checkpointing", None) or model.is_gradient_checkpointing)
+
+
 def n_tokens(tokenizer, chat: list[dict]) -> int:
     return len(tokenizer.apply_chat_template(chat, tokenize=True, return_dict=True)["input_ids"])
 
@@ -205,7 +210,7 @@ def measure_training(profile: str, length: int, steps: int, nf4: bool, outputs: 
             self.dtypes = {"embed_tokens": str(base.get_input_embeddings().weight.dtype),
                            "lm_head": str(base.get_output_embeddings().weight.dtype),
                            "lora": sorted({str(p.dtype) for n, p in model.named_parameters() if "lora_" in n}),
-                           "gradient_checkpointing": bool(base.is_gradient_checkpointing), "optimizer": args.optim}
+                           "gradient_checkpointing": checkpointing(base), "optimizer": args.optim}
 
         def on_step_begin(self, args, state, control, **kwargs):
             if torch.cuda.is_available():

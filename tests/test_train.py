@@ -263,7 +263,7 @@ class Watch:
                 base = model.get_base_model()
                 self.dtypes = {"embed": base.get_input_embeddings().weight.dtype, "lm_head": base.get_output_embeddings().weight.dtype,
                                "norm": base.model.norm.weight.dtype}
-                self.checkpointing = base.is_gradient_checkpointing
+                self.checkpointing = getattr(base, "is_activation_checkpointing", None) or base.is_gradient_checkpointing
                 count = lambda key: (lambda *a, **k: self.calls.__setitem__(key, self.calls[key] + 1))  # noqa: E731
                 # A module inside the layer, early in it: the recompute runs the layer's forward again (up to what
                 # the backward pass needs), and so this module.
