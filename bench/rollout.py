@@ -142,7 +142,7 @@ def main() -> int:
     parser.add_argument("--reuse-cache", action="store_true",
                         help="run each batch size in every mode (batched, reuse, batched-reuse), and print the ratios")
     parser.add_argument("--modes", default="", help=f"comma-separated modes to run per batch size ({', '.join(MODES)}); "
-                        "default: the backend's default for the device, or all of them with --reuse-cache")
+                        "default: the backend's default, or all of them with --reuse-cache")
     parser.add_argument("--backend", choices=["local", "server"], default="local")
     parser.add_argument("--base-url", default="", help="--backend server: a running server (default: start transformers serve)")
     parser.add_argument("--api-model", default="", help="--backend server with --base-url: the model name it serves")
@@ -167,7 +167,7 @@ def main() -> int:
         if unknown:
             parser.error(f"unknown mode(s) {', '.join(unknown)}: pick from {', '.join(MODES)}")
     else:
-        modes = list(MODES) if args.reuse_cache else [None]  # None: the backend's default for the device
+        modes = list(MODES) if args.reuse_cache else [None]  # None: the backend's default mode
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         cfg = RolloutConfig(max_steps=args.max_steps, batch_size=batch, workers=args.workers, fewshot=fewshot)
