@@ -8,6 +8,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 PROFILE ?= cpu
 RUN     ?=
+SET     ?=
 BENCHMARK ?= alfworld
 PIP     := $(BIN)/python -m pip
 
@@ -25,12 +26,14 @@ export ALFWORLD_DATA ALFWORLD_ARCHIVE WEBSHOP_DATA WEBSHOP_ARCHIVE
 PORTABLE := ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false $(if $(filter x86_64,$(shell uname -m)),$(PORTABLE))
 
-.PHONY: run test data venv kernel lint clean-venv help reference
+.PHONY: run test data venv vllm kernel lint clean-venv help reference
 
 help:
-	@echo "make run     run the notebook chain on PROFILE=$(PROFILE) on BENCHMARK=$(BENCHMARK) (alfworld or webshop) into outputs/runs/ (RUN=<dir> resumes one)"
+	@echo "make run     run the notebook chain on PROFILE=$(PROFILE) on BENCHMARK=$(BENCHMARK) (alfworld or webshop) into outputs/runs/ (RUN=<dir> resumes one;"
+	@echo "             SET='backend=vllm base_url=http://host:8000/v1' sets notebook parameters of the stages that have them)"
 	@echo "make test    run the test suite"
 	@echo "make reference  rerun the smoke chain and rewrite the regression test's reference figures"
+	@echo "make vllm    vLLM (the gpu profiles' engine) in its own environment, .venv-vllm (a CUDA machine)"
 	@echo "make data    unpack or download the ALFWorld data into ALFWORLD_DATA=$(ALFWORLD_DATA)"
 	@echo "             and the WebShop data into WEBSHOP_DATA=$(WEBSHOP_DATA) (from WEBSHOP_ARCHIVE)"
 
@@ -44,6 +47,16 @@ $(STAMP): pyproject.toml requirements/constraints.txt requirements/no-deps.txt
 
 venv: $(STAMP)
 
+# vLLM pins its own torch and transformers (vllm 0.33: torch 2.14, transformers < 5.21), which cannot share .venv;
+# the stages start `.venv-vllm/bin/vllm serve` as a server and talk to it over HTTP.
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/bin/vllm: requirements/vllm.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -r requirements/vllm.txt
+	touch $@
+
+vllm: $(VLLM_VENV)/bin/vllm
+
 data: $(STAMP)
 	$(BIN)/ragdistill-data
 
@@ -55,7 +68,7 @@ test: $(STAMP) data
 THREADS ?= 1
 
 run: $(STAMP) data
-	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m ragdistill.pipeline --profile $(PROFILE) --env $(BENCHMARK) $(if $(RUN),--run $(RUN))
+	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m ragdistill.pipeline --profile $(PROFILE) --env $(BENCHMARK) $(if $(RUN),--run $(RUN)) $(foreach s,$(SET),--set $(s))
 
 # Rerun the smoke chain and rewrite tests/reference/smoke_chain.json; prints every figure that changed.
 reference: $(STAMP) data

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 # Before torch is imported anywhere: tests never touch the network and use one thread each.
@@ -76,32 +72,16 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def served_smoke(smoke_model, tmp_path_factory):
-    """`transformers serve` with the smoke model on loopback, offline."""
-    port = free_port()
+    """`transformers serve` on loopback, offline, started and stopped by the project's own ManagedServer; it loads
+    the model folder each request names (the smoke model, or any other local folder), so one server serves every
+    test."""
+    from ragdistill.server import ManagedServer, ServerSpec
+
     hub_cache = tmp_path_factory.mktemp("hub")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hub_cache), OMP_NUM_THREADS="1")
-    exe = Path(sys.executable).parent / "transformers"
-    log = open(tmp_path_factory.mktemp("serve") / "serve.log", "w")
-    proc = subprocess.Popen(
-        [str(exe), "serve", smoke_model.path, "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=log
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 180
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited: see {log.name}")
-            time.sleep(1)
-    else:
-        proc.kill()
-        raise RuntimeError("transformers serve did not start within 180 s")
-    yield url + "/v1"
-    proc.terminate()
-    proc.wait(timeout=30)
-    log.close()
+    spec = ServerSpec("transformers-serve", smoke_model.path,
+                      env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(hub_cache), "OMP_NUM_THREADS": "1"})
+    with ManagedServer(spec, tmp_path_factory.mktemp("serve") / "serve.log", ready_timeout=180) as server:
+        yield server.base_url
 
 
 def send_chat_completion(handler, text: str, model: str = "m") -> None:

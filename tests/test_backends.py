@@ -1,5 +1,6 @@
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,14 +26,28 @@ def test_batched_generation_equals_one_at_a_time(smoke_model):
     assert [c.completion_tokens for c in batched] == [c.completion_tokens for c in single]
 
 
+def _reference(loaded, chat, max_new_tokens):
+    """The prompt ids and the tokens plain greedy `generate` produces for one chat, up to its end token."""
+    ids = loaded.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]
+    eos = loaded.model.generation_config.eos_token_id
+    eos = set(eos) if isinstance(eos, list) else {eos, loaded.tokenizer.eos_token_id}
+    out = loaded.model.generate(torch.tensor([ids]), max_new_tokens=max_new_tokens, do_sample=False,
+                                pad_token_id=loaded.tokenizer.pad_token_id, eos_token_id=sorted(eos))[0, len(ids):].tolist()
+    end = next((i for i, t in enumerate(out) if t in eos), None)
+    return ids, out if end is None else out[: end + 1]
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_token_counts_are_exact(smoke_model, mode):
+    """Prompt tokens as the chat template renders them; completion tokens as generated (end token included)."""
     backend = TransformersBackend(smoke_model, batch_size=4, mode=mode)
     chats = _chats(4)
     for chat, comp in zip(chats, backend.generate(chats, max_new_tokens=40)):
-        ids = smoke_model.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]
+        ids, new = _reference(smoke_model, chat, 40)
         assert comp.prompt_tokens == len(ids)
-        assert comp.completion_tokens == backend.count_completion_tokens(comp.text, comp.finish_reason) > 0
+        assert comp.completion_tokens == len(new) > 0
+        body = new[:-1] if comp.finish_reason == "stop" else new
+        assert comp.text == smoke_model.tokenizer.decode(body, skip_special_tokens=True).strip()
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -42,8 +57,8 @@ def test_stop_strings_cut_the_text(smoke_model, mode):
     assert "action:" not in comp.text and comp.finish_reason == "stop"
 
 
-def test_cache_reuse_is_the_default_on_cpu_only(smoke_model):
-    assert smoke_model.device.type == "cpu"
+def test_cache_reuse_with_batched_decoding_is_the_default(smoke_model):
+    """The default mode does not depend on the device: on a GPU too, every step would re-read the whole episode."""
     assert TransformersBackend(smoke_model).mode == "batched-reuse"
     assert TransformersBackend(smoke_model).reuse_cache
     assert TransformersBackend(smoke_model, reuse_cache=True).mode == "reuse"
@@ -63,9 +78,10 @@ REPLIES = ["Nothing happens.", "You arrive at shelf 1. On the shelf 1, you see a
            "The drawer 3 is closed.", "You open the cabinet 2. The cabinet 2 is open. In it, you see nothing.", "You are carrying: nothing."]
 
 
-def _play(backend, turns=5, stop=None):
+def _play(backend, turns=5, stop=None, sent=None):
     """Episodes 0 and 1 from the start, episode 2 joining at turn 2 (as a rollout refills its batch); each turn
-    appends the model's own answer and a made-up reply. Returns every Completion in order."""
+    appends the model's own answer and a made-up reply. Returns every Completion in order; the chats sent go to
+    `sent` when given."""
     episodes: dict[int, list[tuple[str, str]]] = {}
     played = []
     for turn in range(turns):
@@ -77,7 +93,28 @@ def _play(backend, turns=5, stop=None):
         for e, comp in zip(ids, comps):
             episodes[e].append((comp.text, REPLIES[(turn + 2 * e) % len(REPLIES)]))
         played += comps
+        if sent is not None:
+            sent += chats
     return played
+
+
+def _prefill_bound(backend, chats) -> int:
+    """The most a cache-reusing backend may prefill for these chats, sent in this order: every prompt token
+    beyond the longest prefix it shares with an earlier prompt (whose keys and values are stored), and at least
+    one token per chat."""
+    prompts = [backend.prompt_ids(c) for c in chats]
+    total = 0
+    for i, p in enumerate(prompts):
+        shared = max((_lcp(p, q) for q in prompts[:i]), default=0)
+        total += len(p) - min(shared, len(p) - 1)
+    return total
+
+
+def _lcp(a, b):
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
 
 
 def _count_fed_tokens(model):
@@ -96,8 +133,9 @@ def test_cache_reuse_gives_the_batched_answers_with_far_less_prefill(smoke_model
     batched = TransformersBackend(smoke_model, batch_size=3, reuse_cache=False)
     reusing = TransformersBackend(smoke_model, batch_size=3, reuse_cache=True)
     fed, handle = _count_fed_tokens(smoke_model.model)
+    sent = []
     try:
-        a = _play(batched, stop=stop)
+        a = _play(batched, stop=stop, sent=sent)
         fed_batched, fed[0] = fed[0], 0
         b = _play(reusing, stop=stop)
         fed_reusing = fed[0]
@@ -117,7 +155,10 @@ def test_cache_reuse_gives_the_batched_answers_with_far_less_prefill(smoke_model
     assert fed_batched >= bs.prefilled_tokens + bs.padding_tokens
     # Every chat but the very first starts from a cache: its own episode's, or a copy of the shared system prompt.
     assert rs.reused_chats == rs.chats - 1
-    assert rs.prefilled_tokens < 0.4 * bs.prefilled_tokens
+    # Batched prefills every prompt whole; reuse at most what no earlier prompt shares, which is far less.
+    assert bs.prefilled_tokens == sum(len(reusing.prompt_ids(c)) for c in sent)
+    bound = _prefill_bound(reusing, sent)
+    assert rs.prefilled_tokens <= bound < bs.prefilled_tokens
     assert rs.padding_tokens == 0
 
 
@@ -172,47 +213,127 @@ def test_batched_reuse_with_one_new_token_and_a_batch_of_one(smoke_model):
     assert [(c.text, c.completion_tokens) for c in got] == [(c.text, c.completion_tokens) for c in want]
 
 
-@pytest.mark.parametrize("mode", ["reuse", "batched-reuse"])
-def test_cache_store_stays_bounded(smoke_model, mode):
-    """Two slots, episodes of 2-4 turns, new ones taking a finished one's slot (as a rollout does): the store
-    never holds more than 2 x batch_size entries, and no live episode loses its cache to the newcomers."""
-    backend = TransformersBackend(smoke_model, batch_size=2, mode=mode)
-    assert backend.max_cached == 4
-    queue = [(ROOMS[i % 3] + f" (game {i})", 2 + i % 3) for i in range(7)]
+def _slots(backend, n_episodes=7, slots=2):
+    """Episodes of 2-4 turns in `slots` slots, a new one taking a finished one's slot (as a rollout does); each
+    ended episode's last chat is released. Returns the completions in order and the store's size after each call."""
+    queue = [(ROOMS[i % 3] + f" (game {i})", 2 + i % 3) for i in range(n_episodes)]
     live: list[list] = []  # [first observation, turns, turns left]
-    sizes = []
+    played, sizes, sent = [], [], []
     while queue or live:
-        while queue and len(live) < 2:
+        while queue and len(live) < slots:
             obs, length = queue.pop(0)
             live.append([obs, [], length])
-        comps = backend.generate([REACT.messages("put", obs, turns, fewshot=False) for obs, turns, _ in live], max_new_tokens=16)
-        for ep, comp in zip(live, comps):
+        chats = [REACT.messages("put", obs, turns, fewshot=False) for obs, turns, _ in live]
+        comps = backend.generate(chats, max_new_tokens=16)
+        ended = []
+        for ep, chat, comp in zip(live, chats, comps):
             ep[1].append((comp.text, REPLIES[len(ep[1]) % len(REPLIES)]))
             ep[2] -= 1
+            if ep[2] == 0:
+                ended.append(chat)
+        backend.release(ended)
         live = [ep for ep in live if ep[2] > 0]
-        assert len(backend._store) <= 4
+        played += comps
+        sent += chats
         sizes.append(backend.cache_bytes())
-    stats = backend.stats
-    assert stats.chats == sum(2 + i % 3 for i in range(7))
-    assert stats.reused_chats == stats.chats - 1
-    assert stats.prefilled_tokens < 0.35 * stats.prompt_tokens
-    assert max(sizes) < 4 * max(sizes[:3])  # flat: bounded by a few episodes' worth, not growing with the run
+    return played, sizes, sent
 
-    small = TransformersBackend(smoke_model, mode=mode, max_cached=1)
-    small.generate(_chats(3), max_new_tokens=8)
-    assert len(small._store) == 1
-    small.clear_cache()
-    assert small.cache_bytes() == 0
+
+@pytest.mark.parametrize("mode", ["reuse", "batched-reuse"])
+def test_the_store_is_empty_once_every_episode_ended_and_stays_within_its_byte_budget(smoke_model, mode):
+    """Unbounded, the store keeps each live episode's cache, reuses it, and holds nothing once all have ended.
+    With a budget of about two episodes' worth it evicts (more prefill), never exceeds the budget, and the answers
+    are the same."""
+    free = TransformersBackend(smoke_model, batch_size=2, mode=mode)
+    played, sizes, sent = _slots(free)
+    assert sizes[-1] == 0 and len(free._store) == 0 and free.store.released == 7
+    stats = free.stats
+    assert stats.chats == sum(2 + i % 3 for i in range(7)) and stats.reused_chats == stats.chats - 1
+    assert stats.prefilled_tokens <= _prefill_bound(free, sent)
+
+    budget = 2 * max(sizes)  // 3  # below what two live episodes hold at their longest
+    tight = TransformersBackend(smoke_model, batch_size=2, mode=mode, cache_budget=budget)
+    again, tight_sizes, _ = _slots(tight)
+    assert [c.text for c in again] == [c.text for c in played]
+    assert [c.completion_tokens for c in again] == [c.completion_tokens for c in played]
+    assert max(tight_sizes) <= tight.store.peak_bytes <= budget and tight_sizes[-1] == 0
+    assert tight.store.evicted > 0 and tight.stats.prefilled_tokens > stats.prefilled_tokens
+
+    nothing = TransformersBackend(smoke_model, mode=mode, cache_budget=0)
+    assert [c.text for c in nothing.generate(_chats(3), max_new_tokens=8)] == [c.text for c in free.generate(_chats(3), max_new_tokens=8)]
+    assert nothing.cache_bytes() == 0 and len(nothing._store) == 0
+
+
+def test_rows_that_do_not_fit_the_budget_together_decode_in_groups(smoke_model):
+    """A batch whose padded decoding cache is over the budget decodes in several groups, with the same answers."""
+    chats = [REACT.messages("put", ROOMS[i % 3], [("think: hm\naction: look", REPLIES[j % 6]) for j in range(i)], fewshot=False)
+             for i in range(4)]
+    want = TransformersBackend(smoke_model, batch_size=4, mode="reuse").generate(chats, max_new_tokens=20)
+    backend = TransformersBackend(smoke_model, batch_size=4, cache_budget=1)
+    groups = []
+    original = backend._decode_together
+    backend._decode_together = lambda live, *a: (groups.append(list(live)), original(live, *a))[1]
+    got = backend.generate(chats, max_new_tokens=20)
+    assert [(c.text, c.completion_tokens) for c in got] == [(c.text, c.completion_tokens) for c in want]
+    assert len(groups) > 1 and all(len(g) == 1 for g in groups)  # no two rows fit a budget of one byte
 
 
 def test_openai_backend_against_transformers_serve(served_smoke, smoke_model):
+    """The same generated tokens give the same text and the same counts through a server and in process,
+    including answers cut at the token limit (where a server strips a trailing space)."""
     backend = OpenAIBackend(smoke_model.path, base_url=served_smoke, max_retries=2, backoff=0.1)
     chats = _chats(3)
-    remote = backend.generate(chats, max_new_tokens=40)
-    local = TransformersBackend(smoke_model, batch_size=1).generate(chats, max_new_tokens=40)
-    assert [c.text for c in remote] == [c.text for c in local]  # greedy on both sides
-    assert [c.prompt_tokens for c in remote] == [c.prompt_tokens for c in local]
-    assert all(c.completion_tokens > 0 for c in remote)
+    for limit in (40, 7):
+        remote = backend.generate(chats, max_new_tokens=limit)
+        local = TransformersBackend(smoke_model, batch_size=1).generate(chats, max_new_tokens=limit)
+        assert [c.text for c in remote] == [c.text for c in local]  # greedy on both sides
+        assert [c.prompt_tokens for c in remote] == [c.prompt_tokens for c in local]
+        assert [c.completion_tokens for c in remote] == [c.completion_tokens for c in local]
+    assert any(c.finish_reason == "length" for c in local)
+
+
+@pytest.fixture(scope="module")
+def penalised_smoke(smoke_model, tmp_path_factory):
+    """The smoke model with a generation_config.json like Qwen2.5-Instruct's (sampling, top-k/top-p) and a strong
+    repetition penalty: what `generate` and servers would apply unless told otherwise."""
+    import json
+    import os
+
+    from transformers import AutoModelForCausalLM
+
+    from ragdistill.models import LoadedModel
+
+    folder = tmp_path_factory.mktemp("penalised")
+    for item in os.listdir(smoke_model.path):
+        if item != "generation_config.json":
+            os.symlink(os.path.join(smoke_model.path, item), folder / item)
+    config = json.loads((Path(smoke_model.path) / "generation_config.json").read_text())
+    config.update(do_sample=True, temperature=0.7, top_k=20, top_p=0.8, repetition_penalty=1.3)
+    (folder / "generation_config.json").write_text(json.dumps(config))
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    return LoadedModel(model, smoke_model.tokenizer, smoke_model.profile, str(folder), False, 0.0)
+
+
+def test_every_mode_and_a_server_decode_greedily_whatever_the_generation_config(penalised_smoke, served_smoke):
+    model = penalised_smoke
+    chats = [REACT.messages("put", ROOMS[e], [("think: I look.\naction: look", r) for r in REPLIES[:e]], fewshot=False)
+             for e in range(3)]
+    runs = {mode: TransformersBackend(model, batch_size=3, mode=mode).generate(chats, max_new_tokens=30) for mode in MODES}
+    runs["server"] = OpenAIBackend(model.path, base_url=served_smoke, max_retries=2, backoff=0.1).generate(chats, max_new_tokens=30)
+    first = runs["batched"]
+    for name, comps in runs.items():
+        assert [(c.text, c.prompt_tokens, c.completion_tokens) for c in comps] == [
+            (c.text, c.prompt_tokens, c.completion_tokens) for c in first], name
+    # Greedy `generate` that leaves the file's penalty in place answers differently: the test above can fail.
+    with torch.no_grad():
+        own = [_greedy_with_the_files_penalty(model, c) for c in chats]
+    assert own != [c.text for c in first]
+
+
+def _greedy_with_the_files_penalty(loaded, chat):
+    ids = loaded.tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True)["input_ids"]
+    out = loaded.model.generate(torch.tensor([ids]), max_new_tokens=30, do_sample=False, pad_token_id=loaded.tokenizer.pad_token_id)
+    return loaded.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True).strip()
 
 
 def test_unreachable_server_is_a_clear_error():

@@ -15,21 +15,34 @@ CHAT = [
 ]
 
 
-def test_smoke_model_is_tiny_and_answers_with_actions(smoke_model):
-    n_params = sum(p.numel() for p in smoke_model.model.parameters())
-    assert 50_000 < n_params < 2_000_000
-    assert not smoke_model.quantized_4bit and smoke_model.device.type == "cpu"
-    # Its first actions on unseen games are real, admissible game commands.
-    admissible = 0
-    games = balanced_sample(list_games("valid_unseen"), 6, seed=0)
+def _admissible_first_actions(loaded, games) -> int:
+    count = 0
     for game in games:
         env = AlfworldEnv(game)
         observation, _ = env.reset()
-        reply = answer_chat(smoke_model, REACT.messages(game.task_type, observation, [], fewshot=False), 48)
+        reply = answer_chat(loaded, REACT.messages(game.task_type, observation, [], fewshot=False), 48)
         parsed = REACT.parse(reply["answer"])
-        admissible += parsed.parsed and env.step(parsed.action).admissible
+        count += parsed.parsed and env.step(parsed.action).admissible
         env.close()
-    assert admissible >= 4, f"only {admissible}/6 first actions were admissible"
+    return count
+
+
+def test_smoke_model_is_tiny_and_learnt_to_answer_with_actions(smoke_model):
+    """Its first actions on unseen games are admissible game commands more often than those of the same network
+    untrained (which writes noise)."""
+    from transformers import AutoModelForCausalLM
+
+    from ragdistill.models import LoadedModel
+
+    n_params = sum(p.numel() for p in smoke_model.model.parameters())
+    assert 50_000 < n_params < 2_000_000
+    assert not smoke_model.quantized_4bit and smoke_model.device.type == "cpu"
+    torch.manual_seed(0)
+    untrained = AutoModelForCausalLM.from_config(smoke_model.model.config).eval()
+    twin = LoadedModel(untrained, smoke_model.tokenizer, smoke_model.profile, smoke_model.path, False, 0.0)
+    games = balanced_sample(list_games("valid_unseen"), 6, seed=0)
+    trained, noise = _admissible_first_actions(smoke_model, games), _admissible_first_actions(twin, games)
+    assert trained > noise, f"{trained}/6 first actions admissible after training, {noise}/6 before"
 
 
 def test_smoke_template_marks_assistant_tokens(smoke_model):
@@ -79,9 +92,24 @@ def test_cpu_template_renders_like_smollm2_stock_template(cpu_model):
     assert ours.decode(marked) == "go to desk 1<|im_end|>"
 
 
-def test_gpu_profiles_name_hub_models_and_4bit_follows_cuda():
-    from ragdistill.models import bnb_config, model_path
+def test_gpu_profiles_name_hub_models_and_the_dtype_follows_the_device(monkeypatch):
+    """4-bit NF4 on CUDA, off on CPU; bf16 compute only where the GPU has it natively: a card that emulates it
+    (T4, Turing: torch's plain check says yes) computes in fp16."""
+    from ragdistill import models
 
-    assert model_path("gpu-14b") == "Qwen/Qwen2.5-14B-Instruct"
-    cfg = bnb_config(torch.float16)
-    assert cfg.load_in_4bit and cfg.bnb_4bit_quant_type == "nf4" and cfg.bnb_4bit_compute_dtype == torch.float16
+    assert models.model_path("gpu-14b") == "Qwen/Qwen2.5-14B-Instruct"
+    assert models.wants_4bit(cuda=True, forced=None) and not models.wants_4bit(cuda=False, forced=None)
+    assert models.wants_4bit(cuda=False, forced=True) and not models.wants_4bit(cuda=True, forced=False)
+    asked = []
+    for native, expected in ((False, torch.float16), (True, torch.bfloat16)):
+        def bf16_check(including_emulation=True, native=native):
+            asked.append(including_emulation)
+            return native or including_emulation  # an emulating card says yes unless asked for native support
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", bf16_check)
+        assert models.compute_dtype(cuda=True) == expected
+        cfg = models.bnb_config(cuda=True)
+        assert cfg.load_in_4bit and cfg.bnb_4bit_quant_type == "nf4" and cfg.bnb_4bit_use_double_quant
+        assert cfg.bnb_4bit_compute_dtype == expected
+    assert asked and not any(asked)
+    assert models.compute_dtype(cuda=False) == torch.float32
+    assert models.bnb_config(cuda=False).bnb_4bit_compute_dtype == torch.bfloat16  # bitsandbytes' CPU kernels

@@ -66,3 +66,15 @@ def test_a_bad_parameter_fails_the_notebook_with_the_config_message(alfworld_roo
     with pytest.raises(pm.PapermillExecutionError) as err:
         execute(NOTEBOOKS[0], outputs / "runs" / "bad", {"profile": "smoke", "gmae_index": 1})
     assert "unknown parameter 'gmae_index'" in str(err.value) and "did you mean 'game_index'" in str(err.value)
+
+
+def test_chain_settings_go_to_the_notebooks_that_have_them(outputs):
+    from ragdistill.pipeline import _setting, declared_parameters, run_chain
+
+    names = {nb.stem: declared_parameters(nb) for nb in NOTEBOOKS}
+    for stem in ("01_failure_collection", "03_teacher_generation", "06_evaluation"):
+        assert {"backend", "base_url", "api_model", "concurrency", "server_args"} <= names[stem]
+    assert "backend" not in names["05_student_training"] and "backend" not in names["02_hint_extraction"]
+    with pytest.raises(ValueError, match="no notebook has a parameter named backnd"):
+        run_chain("smoke", run="x", settings={"backnd": "vllm"})
+    assert _setting("concurrency=64") == ("concurrency", 64) and _setting("base_url=http://h:8000/v1") == ("base_url", "http://h:8000/v1")

@@ -158,3 +158,25 @@ def test_llm_selector_with_a_model_that_cannot_follow_pads_and_counts(smoke_mode
 def test_the_llm_selector_needs_a_backend():
     with pytest.raises(ValueError, match="needs a chat backend"):
         make_retriever("llm", BANK)
+
+
+def test_the_selector_prompt_is_bounded_by_a_bm25_shortlist():
+    """A bank of a few hundred hints: the model is shown the BM25 shortlist, never the whole bank, and the hint
+    about the task's object is on it and chosen."""
+    filler = [f"Rule {i}: keep the {{object}} away from the {w} {i} unless the task names it."
+              for i, w in zip(range(300), ["cabinet", "drawer", "shelf", "sofa", "bed"] * 60)]
+    big = {"heat": [Hint(f"h{i}", "heat", t, "e", "g", "react", "heuristic") for i, t in enumerate(TEXTS + filler)]}
+    server = HTTPServer(("127.0.0.1", 0), _KeywordModel)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        backend = OpenAIBackend("keywords", base_url=f"http://127.0.0.1:{server.server_port}/v1", max_retries=0)
+        selector = LLMSelector(big, backend, shortlist=30)
+        prompt = selector.messages("heat", _query("apple"), 3)[0]["content"]
+        picks = selector.retrieve_many([("heat", _query("apple"))], k=3)[0]
+        whole = LLMSelector(big, backend, shortlist=0).messages("heat", _query("apple"), 3)[0]["content"]
+    finally:
+        server.shutdown()
+    numbered = re.findall(r"^\d+\. ", prompt, re.MULTILINE)
+    assert len(numbered) == 30 and TEXTS[1] in prompt
+    assert len(re.findall(r"^\d+\. ", whole, re.MULTILINE)) == len(big["heat"])  # what it would be without
+    assert TEXTS[1] in [h.text for h in picks] and selector.malformed == 0

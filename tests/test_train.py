@@ -76,7 +76,6 @@ def test_config_checks_and_resolves():
     assert cfg.effective_batch == 8 and cfg.epochs == 1 and cfg.lr_scheduler == "linear"
     assert cfg.grad_accumulation(processes=1) == 8 and cfg.grad_accumulation(processes=2) == 4
     assert StudentConfig.from_params({"profile": "smoke"}).rank == 8
-    assert not torch.cuda.is_available() or cfg.use_4bit
     with pytest.raises(ConfigError, match="adapters"):
         StudentConfig.from_params({"adapters": ["distilled", "teacher"]})
     with pytest.raises(ConfigError, match="overlong"):
@@ -87,6 +86,28 @@ def test_config_checks_and_resolves():
         StudentConfig.from_params({"per_device_batch": 3})
     cli = parse_args(["--run", "123", "--adapters", "sft", "--load-4bit", "none", "--max-steps", "3", "--learning-rate", "1e-3"])
     assert (cli.run, cli.adapters, cli.load_4bit, cli.max_steps, cli.learning_rate) == ("123", ["sft"], None, 3, 1e-3)
+
+
+def test_device_rules_with_the_device_as_an_input():
+    """On a GPU: 4-bit base, gradient checkpointing, paged 8-bit AdamW; on CPU none of them; explicit values win."""
+    cfg = StudentConfig.from_params({"profile": "gpu-7b"})
+    gpu = (cfg.use_4bit_on(True), cfg.gradient_checkpointing_on(True), cfg.optimizer_on(True))
+    cpu = (cfg.use_4bit_on(False), cfg.gradient_checkpointing_on(False), cfg.optimizer_on(False))
+    assert gpu == (True, True, "paged_adamw_8bit") and cpu == (False, False, "adamw_torch")
+    forced = StudentConfig.from_params({"load_4bit": True, "gradient_checkpointing": False, "optim": "adamw_torch"})
+    assert (forced.use_4bit_on(False), forced.gradient_checkpointing_on(True), forced.optimizer_on(True)) == (True, False, "adamw_torch")
+    with pytest.raises(ConfigError, match="optim='adamw_9bit'"):
+        StudentConfig.from_params({"optim": "adamw_9bit"})
+
+
+def test_stage_04_and_05_share_one_length_limit(outputs):
+    from ragdistill.config import MAX_EXAMPLE_TOKENS, DehintConfig
+
+    assert DehintConfig().max_length == MAX_EXAMPLE_TOKENS >= 4096  # a 50-step StateAct episode is about 4k tokens
+    assert StudentConfig.from_params({"run": "lim"}).length_limit == MAX_EXAMPLE_TOKENS
+    DehintConfig.from_params({"run": "lim", "max_length": 3000}).save()  # stage 04 ran with another limit
+    assert StudentConfig.from_params({"run": "lim"}).length_limit == 3000
+    assert StudentConfig.from_params({"run": "lim", "max_length": 5000}).length_limit == 5000  # unless told otherwise
 
 
 def test_marked_template_renders_like_qwen25_stock_template(smoke_model):
@@ -225,20 +246,54 @@ def test_an_interrupted_training_resumes_and_a_finished_adapter_is_skipped(smoke
     assert not fresh.get("reused") and fresh["resumed_from"] is None and fresh["examples"] == 3
 
 
+class Watch:
+    """A trainer callback that records the model's layers and dtypes when training starts, and counts how often the
+    first decoder layer's attention and the LM head run during the training steps."""
+
+    def __new__(cls):
+        from transformers import TrainerCallback
+
+        class _Watch(TrainerCallback):
+            def __init__(self):
+                self.layers, self.dtypes, self.calls, self.handles = set(), {}, {"layer": 0, "lm_head": 0}, []
+                self.steps = 0
+
+            def on_train_begin(self, args, state, control, model=None, **kwargs):
+                self.layers.update(type(m).__module__ + "." + type(m).__name__ for m in model.modules())
+                base = model.get_base_model()
+                self.dtypes = {"embed": base.get_input_embeddings().weight.dtype, "lm_head": base.get_output_embeddings().weight.dtype,
+                               "norm": base.model.norm.weight.dtype}
+                self.checkpointing = getattr(base, "is_activation_checkpointing", None) or base.is_gradient_checkpointing
+                count = lambda key: (lambda *a, **k: self.calls.__setitem__(key, self.calls[key] + 1))  # noqa: E731
+                # A module inside the layer, early in it: the recompute runs the layer's forward again (up to what
+                # the backward pass needs), and so this module.
+                self.handles = [base.model.layers[0].self_attn.register_forward_hook(count("layer")),
+                                base.get_output_embeddings().register_forward_hook(count("lm_head"))]
+
+            def on_step_end(self, args, state, control, **kwargs):
+                self.steps = state.global_step
+
+            def on_train_end(self, args, state, control, **kwargs):
+                for h in self.handles:
+                    h.remove()
+
+        return _Watch()
+
+
 @pytest.mark.slow
 def test_forced_4bit_on_cpu_trains_nf4_qlora(smoke_model, outputs, run04):
-    from transformers import TrainerCallback
-
-    seen = set()
-
-    class Layers(TrainerCallback):
-        def on_train_begin(self, args, state, control, model=None, **kwargs):
-            seen.update(type(m).__module__ + "." + type(m).__name__ for m in model.modules())
-
-    cfg = StudentConfig.from_params({**FAST, "run": run04, "load_4bit": True, "max_steps": 3, "adapters": ["sft"]})
-    result = train_adapter(cfg, "sft", callbacks=[Layers()])
+    """QLoRA as on a GPU: NF4 layers, the weights that are not 4-bit kept in the compute dtype (not upcast to
+    float32), gradient checkpointing really recomputing each layer, and a loss that never runs the full LM head."""
+    watch = Watch()
+    cfg = StudentConfig.from_params({**FAST, "run": run04, "load_4bit": True, "gradient_checkpointing": True,
+                                     "max_steps": 3, "adapters": ["sft"]})
+    result = train_adapter(cfg, "sft", callbacks=[watch])
     assert result["load_4bit"] and result["steps"] == 3
-    assert "bitsandbytes.nn.modules.Linear4bit" in seen and "peft.tuners.lora.bnb.Linear4bit" in seen
+    assert "bitsandbytes.nn.modules.Linear4bit" in watch.layers and "peft.tuners.lora.bnb.Linear4bit" in watch.layers
+    assert watch.dtypes == {"embed": torch.bfloat16, "lm_head": torch.bfloat16, "norm": torch.bfloat16}
+    micro_batches = 3 * cfg.grad_accumulation()
+    assert watch.checkpointing and watch.calls["layer"] == 2 * micro_batches  # forward, then again in backward
+    assert watch.calls["lm_head"] == 0  # the fused loss projects the hidden states itself, in chunks
     assert result["loss_after"] < result["loss_before"]
     assert (cfg.adapter_dir("sft") / "adapter_model.safetensors").is_file()
 

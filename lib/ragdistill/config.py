@@ -15,6 +15,10 @@ from .paths import outputs_dir
 from .profiles import get_profile
 
 _PLAIN = (str, int, float, bool, type(None), list, tuple, dict)
+
+# The longest training example, in tokens, for stage 04 (hint removal) and stage 05 (training) alike: a 50-step
+# StateAct episode without few-shot examples is about 4k tokens. Longer ones are dropped or kept whole, never cut.
+MAX_EXAMPLE_TOKENS = 8192
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
 
 
@@ -187,13 +191,18 @@ class RolloutStageConfig(StageConfig):
     agents: list[str] = field(default_factory=lambda: ["react", "stateact"])
     max_steps: int = 0  # 0: the paper's limit for the env (ALFWorld 50, WebShop 15)
     repeat_limit: int = 5
-    batch_size: int = 8
+    batch_size: int = 0  # episodes played at once; 0: the profile's (cpu 8, gpu-7b 32, gpu-14b 10)
     workers: int = -1  # environment worker processes; -1: one per CPU, 0: in this process
     fewshot: bool | None = None  # None: the profile's default (off for the tiny smoke model)
     load_4bit: bool | None = None  # None: 4-bit on CUDA, off on CPU
-    backend: str = "local"  # "local" (transformers in this process) or "openai" (any compatible server)
-    base_url: str = ""  # for backend="openai"; the API key is read from OPENAI_API_KEY, never a parameter
+    # "auto": vLLM on the gpu profiles when it is installed and a GPU is there, else "local" (transformers in this
+    # process); "vllm" or "transformers-serve": a server started for the stage (or the one at base_url);
+    # "openai": any OpenAI-compatible server at base_url (api_model names the model)
+    backend: str = "auto"
+    base_url: str = ""  # a running server; the API key is read from OPENAI_API_KEY, never a parameter
     api_model: str = ""
+    concurrency: int = 0  # requests in flight on a server; 0: the profile's (gpu-7b 48, gpu-14b 32, others 8)
+    server_args: str = ""  # more arguments for a started server, e.g. "--tensor-parallel-size 2"
 
     def validate(self) -> None:
         super().validate()
@@ -202,12 +211,16 @@ class RolloutStageConfig(StageConfig):
         unknown = [a for a in self.agents if a not in AGENTS]
         if unknown or not self.agents:
             raise ConfigError(f"agents={self.agents!r}: choose from {', '.join(AGENTS)}")
-        if self.backend not in ("local", "openai"):
-            raise ConfigError(f"backend={self.backend!r}: choose 'local' or 'openai'")
+        from .server import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend={self.backend!r}: choose one of {', '.join(map(repr, BACKENDS))}")
+        if self.concurrency < 0:
+            raise ConfigError("concurrency must be >= 0 (0: the profile's)")
         if self.backend == "openai" and not self.api_model:
             raise ConfigError("backend='openai' needs api_model (the model name the server knows)")
-        if self.max_steps < 0 or self.batch_size < 1:
-            raise ConfigError("max_steps must be >= 0 (0: the env's limit) and batch_size >= 1")
+        if self.max_steps < 0 or self.batch_size < 0:
+            raise ConfigError("max_steps must be >= 0 (0: the env's limit) and batch_size >= 0 (0: the profile's)")
         if self.workers < -1:
             raise ConfigError("workers: -1 (one per CPU), 0 (in process) or a positive count")
 
@@ -222,10 +235,27 @@ class RolloutStageConfig(StageConfig):
         return get_profile(self.profile).fewshot if self.fewshot is None else self.fewshot
 
     @property
+    def rollout_batch(self) -> int:
+        """Episodes played at once: batch_size, or the profile's."""
+        return self.batch_size or get_profile(self.profile).rollout_batch
+
+    @property
     def env_workers(self) -> int:
         import os
 
         return (os.cpu_count() or 1) if self.workers == -1 else self.workers
+
+    def rollout_config(self, fewshot: bool | None = None):
+        """The rollout engine's settings (stop rules, batch, workers); `fewshot` overrides the stage's."""
+        from .rollout import RolloutConfig
+
+        return RolloutConfig(self.step_limit, self.repeat_limit, self.rollout_batch, self.env_workers,
+                             self.use_fewshot if fewshot is None else fewshot, concurrency=self.requests_in_flight)
+
+    @property
+    def requests_in_flight(self) -> int:
+        """Requests a server backend has in flight: concurrency, or the profile's."""
+        return self.concurrency or get_profile(self.profile).concurrency
 
 
 @dataclass
@@ -331,7 +361,7 @@ class DehintConfig(StageConfig):
     STAGE: ClassVar[str] = "04_dehint"
 
     keep_fewshot: bool = False  # the paper strips the few-shot examples too; the student is evaluated the same way
-    max_length: int = 4096  # tokens; longer examples are never truncated: see `overlong`
+    max_length: int = MAX_EXAMPLE_TOKENS  # tokens (stage 05 uses the same); longer examples are never truncated: see `overlong`
     overlong: str = "drop"  # "drop" the example, or "keep" it whole (training then needs max_length that fits)
 
     def validate(self) -> None:

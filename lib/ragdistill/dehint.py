@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from .agents import HINT_BEGIN, HINT_END, HINT_PREAMBLE, get_agent
+from .config import MAX_EXAMPLE_TOKENS
 from .envs import env_of, is_training_task
 from .hints import task_names
 
@@ -80,7 +81,7 @@ def build_examples(
     tokenizer,
     bank_texts: list[str],
     fewshot: bool = False,
-    max_length: int = 4096,
+    max_length: int = MAX_EXAMPLE_TOKENS,
     overlong: str = "drop",
 ) -> tuple[list[dict], BuildReport]:
     """Chat examples from won episodes, hint-free; over-long ones dropped or kept whole, never cut."""

@@ -3,12 +3,14 @@
 Each live episode has a slot; slot i lives in worker i % workers for its whole episode (a game's state
 cannot move between processes). Commands go out to every worker first and answers are collected after,
 so the workers step at the same time. workers=0 keeps everything in this process (tests, notebooks).
+`call` serves one slot at a time and is safe from several threads (asynchronous rollouts).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import threading
 from dataclasses import asdict
 
 from .alfworld_env import Step
@@ -50,6 +52,7 @@ class EnvPool:
     def __init__(self, workers: int | None = None):
         self.workers = (os.cpu_count() or 1) if workers is None else workers
         self._local: dict = {}
+        self._local_lock = threading.Lock()
         self._conns = []
         self._procs = []
         if self.workers > 0:
@@ -60,25 +63,38 @@ class EnvPool:
                 proc.start()
                 self._conns.append(parent)
                 self._procs.append(proc)
+        self._locks = [threading.Lock() for _ in range(self.workers)]  # one thread talks to a worker at a time
+
+    def _local_call(self, op: str, slot: int, arg):
+        if op == "reset":
+            if slot in self._local:
+                self._local.pop(slot).close()
+            self._local[slot] = open_env(arg)
+            return self._local[slot].reset()
+        if op == "step":
+            return asdict(self._local[slot].step(arg))
+        env = self._local.pop(slot, None)
+        if env:
+            env.close()
+        return None
+
+    def call(self, op: str, slot: int, arg=None):
+        """One reset, step or release of one slot; several threads may call at once (for different slots)."""
+        if self.workers == 0:
+            with self._local_lock:  # the environments of this process step one at a time
+                return self._local_call(op, slot, arg)
+        w = slot % self.workers
+        with self._locks[w]:
+            self._conns[w].send((op, slot, arg) if op != "release" else (op, slot))
+            status, value = self._conns[w].recv()
+        if status == "error":
+            raise RuntimeError(f"environment worker {w}: {value}")
+        return value
 
     def _call_many(self, calls: list[tuple]) -> list:
         """Send each (op, slot, arg) to its slot's worker, then gather the answers in order."""
         if self.workers == 0:
-            out = []
-            for op, slot, arg in calls:
-                if op == "reset":
-                    if slot in self._local:
-                        self._local.pop(slot).close()
-                    self._local[slot] = open_env(arg)
-                    out.append(self._local[slot].reset())
-                elif op == "step":
-                    out.append(asdict(self._local[slot].step(arg)))
-                else:
-                    env = self._local.pop(slot, None)
-                    if env:
-                        env.close()
-                    out.append(None)
-            return out
+            return [self._local_call(op, slot, arg) for op, slot, arg in calls]
         # One message in flight per worker at a time keeps every pipe simple: rounds of parallel calls.
         results: list = [None] * len(calls)
         pending = list(enumerate(calls))

@@ -84,7 +84,7 @@ def model_path(profile: str | Profile) -> str:
         from .warmstart import build_warm_checkpoint
 
         return str(build_warm_checkpoint())
-    return profile.model_id
+    return profile.model_id  # a Hub id, or for source "local" a model folder
 
 
 def base_checkpoint(profile: str | Profile) -> str:
@@ -95,18 +95,38 @@ def base_checkpoint(profile: str | Profile) -> str:
     return model_path(profile)
 
 
-def bnb_config(compute_dtype: torch.dtype | None = None):
-    """4-bit NF4 with double quantisation (QLoRA); bf16 compute where the hardware has it."""
+def native_bf16(cuda: bool | None = None) -> bool:
+    """Whether the GPU computes bf16 natively (Ampere and later). torch's plain check also says yes on older cards
+    (T4, Turing) that only emulate it, slowly: those get fp16."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    return cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
+def wants_4bit(cuda: bool, forced: bool | None) -> bool:
+    """4-bit NF4 by default on CUDA, off on CPU (bitsandbytes' CPU path is slow), unless forced either way."""
+    return cuda if forced is None else forced
+
+
+def compute_dtype(cuda: bool, bf16: bool | None = None) -> torch.dtype:
+    """The dtype of 4-bit compute and of unquantized weights: bf16 on a GPU that has it, else fp16 on a GPU;
+    on CPU float32 for plain weights (bf16 for 4-bit compute, see bnb_config)."""
+    if not cuda:
+        return torch.float32
+    return torch.bfloat16 if (native_bf16(cuda) if bf16 is None else bf16) else torch.float16
+
+
+def bnb_config(dtype: torch.dtype | None = None, *, cuda: bool | None = None):
+    """4-bit NF4 with double quantisation (QLoRA); bf16 compute where the hardware has it natively."""
     from transformers import BitsAndBytesConfig
 
-    if compute_dtype is None:
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        compute_dtype = torch.bfloat16 if cuda_bf16 or not torch.cuda.is_available() else torch.float16
+    if dtype is None:
+        cuda = torch.cuda.is_available() if cuda is None else cuda
+        dtype = compute_dtype(True) if cuda else torch.bfloat16  # bitsandbytes' CPU kernels compute in bf16
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=compute_dtype,
+        bnb_4bit_compute_dtype=dtype,
     )
 
 
@@ -117,10 +137,13 @@ def load_model(
     adapter: str | None = None,
     device: str | None = None,
     untrained: bool = False,
+    adapters: dict[str, str] | None = None,
 ) -> LoadedModel:
     """Load the profile's model and tokenizer; 4-bit NF4 by default on CUDA, off on CPU unless forced.
 
-    `untrained=True` loads the model before its warm-start (`base_checkpoint`), for a "before" view.
+    `adapter` loads one LoRA adapter folder, active; `adapters` ({name: folder}) loads several on the one base,
+    to be switched per call (`TransformersBackend(adapter=name)`, "" for the base alone). Adapter weights stay
+    in the compute dtype. `untrained=True` loads the model before its warm-start (`base_checkpoint`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -128,13 +151,15 @@ def load_model(
     start = time.perf_counter()
     path = base_checkpoint(prof) if untrained else model_path(prof)
     cuda = torch.cuda.is_available() and device != "cpu"
-    use_4bit = cuda if load_4bit is None else load_4bit
+    use_4bit = wants_4bit(cuda, load_4bit)
     kwargs: dict = {}
     if use_4bit:
-        kwargs["quantization_config"] = bnb_config()
+        kwargs["quantization_config"] = bnb_config(cuda=cuda)
         kwargs["device_map"] = {"": 0} if cuda else {"": "cpu"}
+        if cuda:  # the weights that stay unquantized (embeddings, lm_head, norms) in the compute dtype
+            kwargs["dtype"] = kwargs["quantization_config"].bnb_4bit_compute_dtype
     else:
-        kwargs["dtype"] = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+        kwargs["dtype"] = compute_dtype(cuda)
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"  # batched generation appends on the right
     if tokenizer.pad_token is None:
@@ -142,12 +167,64 @@ def load_model(
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if not use_4bit:
         model.to(device or ("cuda" if cuda else "cpu"))
-    if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
+    if adapter and adapters:
+        raise ValueError("pass either adapter (one folder) or adapters ({name: folder}), not both")
+    if adapter or adapters:
+        model = attach_adapters(model, adapters or {"default": adapter})
     model.eval()
     return LoadedModel(model, tokenizer, prof, path, use_4bit, time.perf_counter() - start)
+
+
+def weights_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype a model computes in: the 4-bit compute dtype of a quantized model, else its floating weights'."""
+    quant = getattr(getattr(model, "config", None), "quantization_config", None)
+    if quant is not None:
+        quant = quant if isinstance(quant, dict) else quant.to_dict()
+        name = str(quant.get("bnb_4bit_compute_dtype", "float32")).replace("torch.", "")
+        return getattr(torch, name)
+    return next(p.dtype for p in model.parameters() if p.is_floating_point())
+
+
+def attach_adapters(model: torch.nn.Module, adapters: dict[str, str]):
+    """A PEFT model with every adapter of `adapters` ({name: folder}) loaded on `model`, the first one active.
+
+    PEFT upcasts adapter weights to float32 by default (what training wants); for inference they are kept in
+    the model's compute dtype, so a bf16 base with r=64 adapters does not carry float32 copies of them.
+    """
+    from peft import PeftModel
+
+    if not adapters:
+        raise ValueError("attach_adapters needs at least one {name: folder}")
+    dtype = weights_dtype(model)
+    (first, folder), *rest = adapters.items()
+    model = PeftModel.from_pretrained(model, folder, adapter_name=first, autocast_adapter_dtype=False)
+    for name, folder in rest:
+        model.load_adapter(folder, adapter_name=name, autocast_adapter_dtype=False)
+    for name, param in model.named_parameters():
+        if "lora_" in name and param.dtype != dtype:
+            param.data = param.data.to(dtype)  # saved in float32 (or bf16 by TRL's QLoRA path): keep one dtype
+    model.set_adapter(first)
+    return model
+
+
+def merged_checkpoint(profile: str, adapter: str | Path, folder: Path) -> Path:
+    """The profile's model with a LoRA adapter merged into its weights, saved once as a plain checkpoint under
+    `folder` (named after the adapter's content): for servers that load whole models only (`transformers serve`)."""
+    import hashlib
+
+    adapter = Path(adapter)
+    digest = hashlib.sha256()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        digest.update((adapter / name).read_bytes())
+    dest = folder / f"{adapter.name}-{digest.hexdigest()[:12]}"
+    if (dest / "config.json").is_file():
+        return dest
+    loaded = load_model(profile, load_4bit=False, adapter=str(adapter))
+    model = loaded.model.merge_and_unload()
+    tmp = staging_dir(dest)
+    model.save_pretrained(tmp)
+    loaded.tokenizer.save_pretrained(tmp)
+    return publish_dir(tmp, dest)
 
 
 def answer_chat(loaded: LoadedModel, messages: list[dict], max_new_tokens: int = 64) -> dict:

@@ -86,6 +86,18 @@ def execute(notebook: Path, run_dir: Path, parameters: dict, log_output: bool = 
     return out
 
 
+def declared_parameters(notebook: Path) -> set[str]:
+    """The names a notebook's `parameters` cell assigns."""
+    import ast
+
+    cells = json.loads(notebook.read_text())["cells"]
+    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return set()
+    tree = ast.parse("".join(cell["source"]))
+    return {t.id for node in tree.body if isinstance(node, ast.Assign) for t in node.targets if isinstance(t, ast.Name)}
+
+
 def stage_done(run_dir: Path, notebook: Path) -> bool:
     """A stage is done when its metrics.json and its executed notebook both exist."""
     stage_dir = run_dir / STAGES[notebook.stem]
@@ -93,8 +105,12 @@ def stage_done(run_dir: Path, notebook: Path) -> bool:
 
 
 def run_chain(profile: str, run: str | None = None, extra: dict | None = None, only: list[str] | None = None,
-              env: str = "alfworld") -> Path:
-    """Execute every notebook in order, skipping stages a resumed run already finished."""
+              env: str = "alfworld", settings: dict | None = None) -> Path:
+    """Execute every notebook in order, skipping stages a resumed run already finished.
+
+    `extra` goes to every notebook run; `settings` to each notebook whose parameters cell has the name (for
+    example backend and base_url go to the stages that play episodes only).
+    """
     from .envs import check_env
 
     get_profile(profile)
@@ -110,6 +126,10 @@ def run_chain(profile: str, run: str | None = None, extra: dict | None = None, o
         if status.get("env", "alfworld") != env:
             raise ValueError(f"run {name!r} plays {status.get('env', 'alfworld')}, not {env}: resume it with that env")
         timings = status.get("seconds", {})
+    settings = settings or {}
+    unknown = set(settings) - set().union(*(declared_parameters(nb) for nb in notebooks()))
+    if unknown:
+        raise ValueError(f"no notebook has a parameter named {', '.join(sorted(unknown))}")
     for nb in notebooks():
         if only and nb.stem not in only and STAGES[nb.stem] not in only:
             continue
@@ -118,7 +138,9 @@ def run_chain(profile: str, run: str | None = None, extra: dict | None = None, o
             continue
         print(f"[{name}] {nb.name} ...", flush=True)
         start = time.perf_counter()
-        params = {"profile": profile, "env": env, "run": name, **CHAIN_PARAMS.get(profile, {}).get(nb.stem, {}), **(extra or {})}
+        declared = declared_parameters(nb)
+        params = {"profile": profile, "env": env, "run": name, **CHAIN_PARAMS.get(profile, {}).get(nb.stem, {}),
+                  **{k: v for k, v in settings.items() if k in declared}, **(extra or {})}
         execute(nb, run_dir, params)
         timings[STAGES[nb.stem]] = round(time.perf_counter() - start, 1)
         print(f"[{name}] {nb.name}: {timings[STAGES[nb.stem]]:.0f}s", flush=True)
@@ -133,13 +155,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--env", default="alfworld", help="alfworld or webshop")
     parser.add_argument("--run", default=None, help="name of a run folder under outputs/runs/ to resume")
     parser.add_argument("--only", nargs="*", help="run only these notebooks or stages")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a notebook parameter, for every stage that has it (e.g. --set backend=vllm); "
+                        "VALUE is read as JSON when it parses, else as text")
     args = parser.parse_args(argv)
     try:
-        run_chain(args.profile, args.run, only=args.only, env=args.env)
+        settings = dict(_setting(s) for s in args.set)
+        run_chain(args.profile, args.run, only=args.only, env=args.env, settings=settings)
     except (UnknownProfileError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0
+
+
+def _setting(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise ValueError(f"--set {text!r}: write NAME=VALUE")
+    name, value = text.split("=", 1)
+    try:
+        return name.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip(), value
 
 
 if __name__ == "__main__":

@@ -153,19 +153,36 @@ def parse_indices(text: str, n: int, k: int) -> tuple[list[int], bool]:
 
 
 class LLMSelector:
-    """The paper's selector: an LLM sees the numbered bank of the type and picks k rules."""
+    """The paper's selector: an LLM sees numbered rules of the task's type and picks k of them.
+
+    A type's bank can hold a few hundred hints; sending all of them for every episode of a batch makes each
+    prompt thousands of tokens. BM25 over the hint texts first keeps the `shortlist` best matches (in bank order),
+    and the model chooses among those; 0 sends the whole bank.
+    """
 
     name = "llm"
 
-    def __init__(self, bank: dict[str, list[Hint]], backend, max_new_tokens: int = 48):
+    def __init__(self, bank: dict[str, list[Hint]], backend, max_new_tokens: int = 48, shortlist: int = 40):
+        if shortlist < 0:
+            raise ValueError("shortlist must be >= 0 (0: the whole bank)")
         self.bank = bank
         self.backend = backend
         self.max_new_tokens = max_new_tokens
+        self.shortlist = shortlist
+        self.bm25 = BM25Retriever(bank) if shortlist else None
         self.malformed = 0  # answers that needed padding or could not be read
         self.calls = 0
 
-    def messages(self, task_type: str, query: str, k: int) -> list[dict]:
+    def candidates(self, task_type: str, query: str) -> list[Hint]:
+        """The hints the model chooses from: the whole bank of the type, or its BM25 shortlist."""
         hints = self.bank.get(task_type, [])
+        if not self.shortlist or len(hints) <= self.shortlist:
+            return hints
+        kept = {id(h) for h in _top_k(hints, self.bm25.scores(task_type, query), self.shortlist)}
+        return [h for h in hints if id(h) in kept]
+
+    def messages(self, task_type: str, query: str, k: int) -> list[dict]:
+        hints = self.candidates(task_type, query)
         rules = "\n".join(f"{i}. {h.text}" for i, h in enumerate(hints, 1))
         return [{"role": "user", "content": SELECTOR_PROMPT.format(task_type=task_type, k=k, rules=rules, query=query)}]
 
@@ -182,8 +199,8 @@ class LLMSelector:
             kwargs = {"json_mode": True} if "json_mode" in inspect.signature(self.backend.generate).parameters else {}
             answers = self.backend.generate([self.messages(t, q, k) for _, t, q in asks],
                                             max_new_tokens=self.max_new_tokens, **kwargs)
-            for (i, t, _), answer in zip(asks, answers):
-                hints = self.bank[t]
+            for (i, t, q), answer in zip(asks, answers):
+                hints = self.candidates(t, q)
                 idx, ok = parse_indices(answer.text, len(hints), k)
                 self.calls += 1
                 self.malformed += not ok

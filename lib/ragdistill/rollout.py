@@ -46,6 +46,7 @@ class RolloutConfig:
     workers: int = 0
     fewshot: bool = True
     max_new_tokens: int | None = None  # None: the agent's own default
+    concurrency: int = 0  # > 0 with a server backend: episodes step on their own, this many requests in flight
 
 
 @dataclass
@@ -119,6 +120,25 @@ def _record(live: _Live, won: bool, reason: str, model: str) -> dict:
     }
 
 
+def take_step(live: _Live, comp, parsed, res) -> None:
+    """Record one step of an episode: the answer, the action read from it, the game's reply."""
+    live.trajectory.append(
+        {
+            "prompt_tokens": comp.prompt_tokens,
+            "completion_tokens": comp.completion_tokens,
+            "finish_reason": comp.finish_reason,
+            "output": comp.text,
+            "action": parsed.action,
+            "parsed": parsed.parsed,
+            "observation": res.observation,
+            "valid": parsed.parsed and res.admissible,
+        }
+    )
+    live.turns.append((comp.text, res.observation))
+    live.actions.append(parsed.action)
+    live.reward = max(live.reward, res.reward)
+
+
 def completed_keys(path: Path) -> set[str]:
     """Episodes already in the output file."""
     return {episode_key(r["game_id"], r["agent"], r["condition"], r["seed"]) for r in read_jsonl(path)}
@@ -138,6 +158,11 @@ def run_rollouts(
     `hint_source`, when given, is asked once per episode at t=0 (after the reset, before the first
     answer) for the hints of the episodes starting now: a list of (spec, task type, first observation,
     task) in, one list of hint texts per episode out. The hints stay in the system prompt all episode.
+
+    Batches of `cfg.batch_size` episodes step in lockstep, one model call per step for all of them; with
+    `cfg.concurrency` > 0 and a backend that answers one chat at a time (a server), each episode sends its next
+    request as soon as its observation is back instead (`rollout_async`). Records, resume and stop rules are
+    the same either way.
     """
     out_path = Path(out_path)
     done = completed_keys(out_path)
@@ -145,6 +170,10 @@ def run_rollouts(
     stats = RolloutStats(skipped=len(specs) - len(todo))
     if not todo:
         return stats
+    if cfg.concurrency > 0 and hasattr(backend, "one"):
+        from .rollout_async import run_async
+
+        return run_async(todo, backend, out_path, model_name, cfg, stats, progress, hint_source)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="episodes", disable=not progress)
     queue = list(todo)
@@ -186,27 +215,14 @@ def run_rollouts(
             t0 = time.perf_counter()
             results = pool.step_many([(ep.slot, p.action) for ep, p in zip(live, parsed)])
             stats.env_seconds += time.perf_counter() - t0
-            still = []
-            for ep, comp, p, res in zip(live, completions, parsed, results):
-                ep.trajectory.append(
-                    {
-                        "prompt_tokens": comp.prompt_tokens,
-                        "completion_tokens": comp.completion_tokens,
-                        "finish_reason": comp.finish_reason,
-                        "output": comp.text,
-                        "action": p.action,
-                        "parsed": p.parsed,
-                        "observation": res.observation,
-                        "valid": p.parsed and res.admissible,
-                    }
-                )
-                ep.turns.append((comp.text, res.observation))
-                ep.actions.append(p.action)
-                ep.reward = max(ep.reward, res.reward)
+            still, ended = [], []
+            for ep, chat, comp, p, res in zip(live, chats, completions, parsed, results):
+                take_step(ep, comp, p, res)
                 stats.steps += 1
                 reason = _stop_reason(ep, res.won, res.done, cfg)
                 if reason:
                     append_jsonl(out_path, _record(ep, res.won, reason, model_name))
+                    ended.append(chat)
                     pool.release(ep.slot)
                     free_slots.append(ep.slot)
                     stats.episodes += 1
@@ -214,6 +230,8 @@ def run_rollouts(
                 else:
                     still.append(ep)
             live = still
+            if ended and hasattr(backend, "release"):
+                backend.release(ended)  # their KV caches are of no further use
     bar.close()
     stats.wall_seconds = time.perf_counter() - start
     return stats

@@ -23,7 +23,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
-from .config import ConfigError, StageConfig
+from .config import MAX_EXAMPLE_TOKENS, ConfigError, StageConfig
 from .io import atomic_write_json, read_jsonl
 from .profiles import get_profile
 
@@ -69,14 +69,15 @@ class StudentConfig(StageConfig):
     per_device_batch: int = 1
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs (short runs, tests)
-    max_length: int = 8192  # tokens; longer examples are counted and dropped or kept whole, never truncated
+    max_length: int | None = None  # tokens; None: stage 04's (MAX_EXAMPLE_TOKENS). Longer examples are counted and
+    # dropped or kept whole, never truncated
     overlong: str = "drop"  # "drop" or "keep" (max_length grows to fit the longest)
     lora_r: int | None = None  # None: the profile's (gpu profiles: ALFWorld 64, WebShop 16)
     lora_alpha: int | None = None  # None: the profile's (gpu profiles: ALFWorld 128, WebShop 32)
     lora_dropout: float = 0.05
     load_4bit: bool | None = None  # None: 4-bit NF4 on CUDA, off on CPU; True forces it on CPU too
     gradient_checkpointing: bool | None = None  # None: on with CUDA, off on CPU
-    optim: str = "adamw_torch"
+    optim: str | None = None  # None: 8-bit paged AdamW on CUDA (as the paper's 8-bit Adam), adamw_torch on CPU
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     logging_steps: int = 1
@@ -92,9 +93,11 @@ class StudentConfig(StageConfig):
             raise ConfigError(f"adapters={self.adapters!r}: choose from {', '.join(SOURCES)}, each at most once")
         if self.overlong not in ("drop", "keep"):
             raise ConfigError(f"overlong={self.overlong!r}: choose 'drop' or 'keep'")
-        for name in ("effective_batch", "per_device_batch", "max_length", "logging_steps", "save_steps"):
+        for name in ("effective_batch", "per_device_batch", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
+        if self.max_length is not None and self.max_length < 64:
+            raise ConfigError("max_length must be >= 64 tokens (or None for stage 04's limit)")
         if self.effective_batch % self.per_device_batch:
             raise ConfigError(
                 f"effective_batch={self.effective_batch} must be a multiple of per_device_batch={self.per_device_batch}"
@@ -106,7 +109,7 @@ class StudentConfig(StageConfig):
 
         if self.lr_scheduler not in {s.value for s in SchedulerType}:
             raise ConfigError(f"lr_scheduler={self.lr_scheduler!r}: one of {', '.join(s.value for s in SchedulerType)}")
-        if self.optim not in {o.value for o in OptimizerNames}:
+        if self.optim is not None and self.optim not in {o.value for o in OptimizerNames}:
             raise ConfigError(f"optim={self.optim!r} is not an optimizer transformers knows (e.g. adamw_torch, paged_adamw_8bit)")
         if self.epochs <= 0 and self.max_steps <= 0:
             raise ConfigError("set epochs > 0 or max_steps > 0")
@@ -118,13 +121,42 @@ class StudentConfig(StageConfig):
     def cuda(self) -> bool:
         return torch.cuda.is_available()
 
+    # The device rules take the device as an input, so they can be checked for a GPU on any machine.
+    def use_4bit_on(self, cuda: bool) -> bool:
+        """QLoRA's 4-bit NF4 base on a GPU; full precision on CPU unless forced (bitsandbytes' CPU path is slow)."""
+        from .models import wants_4bit
+
+        return wants_4bit(cuda, self.load_4bit)
+
+    def gradient_checkpointing_on(self, cuda: bool) -> bool:
+        """Recompute activations in the backward pass on a GPU (memory); off on CPU (time)."""
+        return cuda if self.gradient_checkpointing is None else self.gradient_checkpointing
+
+    def optimizer_on(self, cuda: bool) -> str:
+        """bitsandbytes' paged 8-bit AdamW on a GPU (its states take a quarter of adamw_torch's); adamw_torch on CPU."""
+        return self.optim or ("paged_adamw_8bit" if cuda else "adamw_torch")
+
     @property
     def use_4bit(self) -> bool:
-        return self.cuda if self.load_4bit is None else self.load_4bit
+        return self.use_4bit_on(self.cuda)
 
     @property
     def use_gradient_checkpointing(self) -> bool:
-        return self.cuda if self.gradient_checkpointing is None else self.gradient_checkpointing
+        return self.gradient_checkpointing_on(self.cuda)
+
+    @property
+    def optimizer(self) -> str:
+        return self.optimizer_on(self.cuda)
+
+    @property
+    def length_limit(self) -> int:
+        """max_length, or the limit stage 04 of this run used (one limit for both stages), or MAX_EXAMPLE_TOKENS."""
+        if self.max_length is not None:
+            return self.max_length
+        written = self.run_dir / "04_dehint" / "config.json"
+        if written.is_file():
+            return int(json.loads(written.read_text()).get("max_length", MAX_EXAMPLE_TOKENS))
+        return MAX_EXAMPLE_TOKENS
 
     @property
     def rank(self) -> int:
@@ -284,9 +316,10 @@ def prepare_data(cfg: StudentConfig, tokenizer, name: str) -> AdapterData:
     tokenizer = tokenizer or load_tokenizer(cfg)
     fingerprint = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
     encoded = [encode(tokenizer, r["messages"]) for r in records]
-    overlong = sum(len(ids) > cfg.max_length for ids, _ in encoded)
+    limit = cfg.length_limit
+    overlong = sum(len(ids) > limit for ids, _ in encoded)
     if cfg.overlong == "drop":
-        keep = [k for k, (ids, _) in enumerate(encoded) if len(ids) <= cfg.max_length]
+        keep = [k for k, (ids, _) in enumerate(encoded) if len(ids) <= limit]
     else:
         keep = list(range(len(records)))
     longest = max((len(encoded[k][0]) for k in keep), default=0)
@@ -299,7 +332,7 @@ def prepare_data(cfg: StudentConfig, tokenizer, name: str) -> AdapterData:
         total=len(records),
         overlong=overlong,
         dropped=len(records) - len(keep),
-        max_length=max(cfg.max_length, longest),
+        max_length=max(limit, longest),
         fingerprint=fingerprint,
     )
 
@@ -310,7 +343,7 @@ def skip_reason(cfg: StudentConfig, data: AdapterData) -> str | None:
         return EMPTY_ADVICE[data.name]
     if not data.records:
         return (
-            f"all {data.total} {data.name} examples are longer than max_length={cfg.max_length} tokens: raise "
+            f"all {data.total} {data.name} examples are longer than max_length={cfg.length_limit} tokens: raise "
             "max_length, or set overlong='keep' to train on them whole."
         )
     return None
@@ -337,25 +370,25 @@ def load_base(cfg: StudentConfig):
     """The base model for training: 4-bit NF4 (QLoRA) by default on CUDA, each process on its own GPU."""
     from transformers import AutoModelForCausalLM
 
-    from .models import bnb_config, model_path
+    from .models import bnb_config, compute_dtype, model_path
 
     kwargs: dict[str, Any] = {}
     if cfg.use_4bit:
-        kwargs["quantization_config"] = bnb_config()
+        kwargs["quantization_config"] = bnb_config(cuda=cfg.cuda)
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         kwargs["device_map"] = {"": local_rank} if cfg.cuda else {"": "cpu"}
+        # The weights that stay unquantized (embeddings, lm_head, norms) in the 4-bit compute dtype.
+        kwargs["dtype"] = kwargs["quantization_config"].bnb_4bit_compute_dtype
     else:
-        kwargs["dtype"] = torch.bfloat16 if cfg.cuda and torch.cuda.is_bf16_supported() else torch.float32
+        kwargs["dtype"] = compute_dtype(cfg.cuda)
     model = AutoModelForCausalLM.from_pretrained(model_path(get_profile(cfg.profile)), **kwargs)
     model.config.use_cache = False  # the cache is useless in training and clashes with checkpointing
     if cfg.use_4bit:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(
-            model,
-            use_gradient_checkpointing=cfg.use_gradient_checkpointing,
-            gradient_checkpointing_kwargs={"use_reentrant": False},
-        )
+        # Only the LoRA weights train. peft's prepare_model_for_kbit_training would also cast every weight that is
+        # not 4-bit to float32 (a 7B's embeddings and lm_head: 2.2 GB -> 4.4 GB); they stay in the compute dtype
+        # here. Gradient checkpointing is the trainer's (sft_config), so it is set in one place.
+        for param in model.parameters():
+            param.requires_grad_(False)
     return model
 
 
@@ -373,11 +406,28 @@ def lora_config(cfg: StudentConfig):
     )
 
 
+def checkpointing_args(on: bool) -> dict[str, Any]:
+    """Gradient checkpointing (non-reentrant) under the name the installed transformers knows: releases since 5.18
+    call it `activation_checkpointing`, earlier ones `gradient_checkpointing`."""
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    return {name: on, f"{name}_kwargs": {"use_reentrant": False}}
+
+
 def sft_config(cfg: StudentConfig, name: str, max_length: int):
-    """TRL's SFTConfig from the stage config: assistant-only loss, no truncation, no packing."""
+    """TRL's SFTConfig from the stage config: assistant-only loss, no truncation, no packing.
+
+    The loss never builds the full logits: TRL's SFTTrainer projects only the positions with a label through the
+    LM head, in chunks (its fused LM head, `loss_type="nll"`), so an 8k-token example does not need 8k x 152k
+    float32 logits (about 5 GB at Qwen2.5's vocabulary).
+    """
     from trl import SFTConfig
 
-    bf16 = cfg.cuda and torch.cuda.is_bf16_supported()
+    from .models import native_bf16
+
+    bf16 = native_bf16(cfg.cuda)
     return SFTConfig(
         output_dir=str(cfg.checkpoint_dir(name)),
         num_train_epochs=cfg.epochs,
@@ -387,13 +437,13 @@ def sft_config(cfg: StudentConfig, name: str, max_length: int):
         learning_rate=cfg.learning_rate,
         lr_scheduler_type=cfg.lr_scheduler,
         warmup_steps=cfg.warmup_ratio,  # a float below 1 is a ratio of the total steps (transformers 5)
-        optim=cfg.optim,
+        optim=cfg.optimizer,
         weight_decay=cfg.weight_decay,
         max_grad_norm=cfg.max_grad_norm,
         bf16=bf16,
         fp16=cfg.cuda and not bf16,
-        activation_checkpointing=cfg.use_gradient_checkpointing,  # transformers 5's name for gradient checkpointing
-        activation_checkpointing_kwargs={"use_reentrant": False},
+        **checkpointing_args(cfg.use_gradient_checkpointing),
+        loss_type="nll",
         max_length=max_length,
         packing=False,
         assistant_only_loss=True,
@@ -416,7 +466,7 @@ def oom_message(cfg: StudentConfig, name: str, error: BaseException | None = Non
     detail = str(error).strip().splitlines()[0] if error and str(error).strip() else ""
     return (
         f"CUDA ran out of memory while training the {name!r} adapter (profile {cfg.profile}, "
-        f"per_device_batch={cfg.per_device_batch}, max_length={cfg.max_length}, "
+        f"per_device_batch={cfg.per_device_batch}, max_length={cfg.length_limit}, "
         f"gradient_checkpointing={cfg.use_gradient_checkpointing}, load_4bit={cfg.use_4bit}, lora_r={cfg.rank}). "
         "Lower the memory it needs and rerun this stage (training resumes from its last checkpoint): "
         "per_device_batch=1 (gradient accumulation grows to keep the effective batch), a smaller max_length "
@@ -476,6 +526,7 @@ def settings_fingerprint(cfg: StudentConfig, data: AdapterData) -> str:
     keys = ("profile", "seed", "learning_rate", "lr_scheduler", "warmup_ratio", "effective_batch", "overlong",
             "lora_dropout", "optim", "weight_decay", "max_grad_norm")
     settings = {k: getattr(cfg, k) for k in keys}
+    settings["optim"] = cfg.optimizer
     settings.update(r=cfg.rank, alpha=cfg.alpha, load_4bit=cfg.use_4bit, max_length=data.max_length, data=data.fingerprint)
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -545,9 +596,9 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         stamp.write_text(fingerprint + "\n")
     if data.dropped:
-        print(f"[{name}] {data.dropped} of {data.total} examples are longer than max_length={cfg.max_length} tokens and were dropped")
+        print(f"[{name}] {data.dropped} of {data.total} examples are longer than max_length={cfg.length_limit} tokens and were dropped")
     elif data.overlong:
-        print(f"[{name}] {data.overlong} examples are longer than {cfg.max_length} tokens: kept whole, max_length raised to {data.max_length}")
+        print(f"[{name}] {data.overlong} examples are longer than {cfg.length_limit} tokens: kept whole, max_length raised to {data.max_length}")
 
     steps = planned_steps(cfg, len(data.records))
     if steps < 10 and cfg.max_steps <= 0:
