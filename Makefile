@@ -60,8 +60,11 @@ vllm: $(VLLM_VENV)/bin/vllm
 data: $(STAMP)
 	$(BIN)/ragdistill-data
 
+# Two test processes (pytest-xdist), a test file each at a time; the smoke model builds beside them (conftest.py).
+TEST_WORKERS ?= 2
+
 test: $(STAMP) data
-	$(TEST_ENV) $(BIN)/python -m pytest
+	$(TEST_ENV) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # torch's default thread count is many times slower when the cores are also busy with the game
 # worker processes (measured 6x and more on 2 cores); raise THREADS on a larger machine.

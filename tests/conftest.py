@@ -19,6 +19,33 @@ os.environ.update(portable_env())
 
 import pytest  # noqa: E402
 
+# Fixtures that need the smoke model (built once, about 8 minutes on one core, then cached).
+_NEEDS_SMOKE = {"smoke_model", "served_smoke", "chain"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Test files that need no smoke model run first. When some test needs it and it is not built yet, its
+    build starts at once in the background (one thread), so that the other tests run meanwhile; the tests that
+    need it wait on the build's lock. (Under pytest-xdist every worker collects and starts one; the second
+    waits on the lock and finds the model built.)"""
+    needs = {item.path for item in items if _NEEDS_SMOKE & set(item.fixturenames)}
+    items.sort(key=lambda item: item.path in needs)  # stable: file order kept within each group
+    from ragdistill.smoke import SmokeSpec, smoke_dest
+
+    if needs and not (smoke_dest(SmokeSpec()) / "config.json").is_file():
+        import subprocess
+        import sys
+
+        log = open(smoke_dest(SmokeSpec()).parent / f".{os.getpid()}-build.log", "w")
+        config._smoke_build = subprocess.Popen([sys.executable, "-m", "ragdistill.smoke"], stdout=log, stderr=log)
+
+
+def pytest_sessionfinish(session):
+    """A build started here is let finish (another process may be waiting for it)."""
+    build = getattr(session.config, "_smoke_build", None)
+    if build is not None:
+        build.wait()
+
 
 @pytest.fixture(scope="session")
 def alfworld_root():

@@ -186,8 +186,10 @@ def test_batched_reuse_gives_the_same_answers_as_the_other_modes(smoke_model, st
         assert [c.prompt_tokens for c in b] == [c.prompt_tokens for c in other]
         assert [c.completion_tokens for c in b] == [c.completion_tokens for c in other]
         assert [c.finish_reason for c in b] == [c.finish_reason for c in other]
-    if newline_ends:
-        assert len({c.completion_tokens for c in b}) > 2 and all(c.finish_reason == "stop" for c in b[:2])
+    if newline_ends:  # the case the test is for: rows of one batch that end at different steps
+        starts = [0, 2, 4, 7, 10, 13]  # _play's five calls: episodes 0 and 1 twice, then 0, 1 and 2
+        batches = [b[i:j] for i, j in zip(starts, starts[1:])]
+        assert any(len({c.completion_tokens for c in batch if c.finish_reason == "stop"}) > 1 for batch in batches)
     assert together.stats == reusing.stats
     bs = together.stats
     assert fed == bs.prefilled_tokens + bs.generated_tokens - bs.chats

@@ -38,8 +38,8 @@ def test_the_suite_runs_with_portable_numerics():
 def test_smoke_build_gives_the_same_weights_whatever_kernels_the_caller_has(alfworld_root, webshop_root, tmp_path):
     callers = {
         "native": NATIVE,  # AVX-512 where the processor has it
-        "scalar kernels, MKL compatible": {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"},
-        "MKL limited to SSE4.2": {**NATIVE, "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
+        "scalar kernels, MKL compatible": {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE",
+                                           "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"},
     }
     hashes = {name: _build(tmp_path / f"m{i}", outer) for i, (name, outer) in enumerate(callers.items())}
     assert len(set(hashes.values())) == 1, hashes
@@ -47,8 +47,6 @@ def test_smoke_build_gives_the_same_weights_whatever_kernels_the_caller_has(alfw
     # what makes the hashes equal (and this test could tell if they stopped working).
     assert _build(tmp_path / "control", {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"},
                   pinned_child=False) != hashes["native"]
-    # Another seed is another model.
-    assert _build(tmp_path / "seed1", {}, SmokeSpec(**{**asdict(TINY), "seed": 1})) != hashes["native"]
     info = json.loads((tmp_path / "m0" / "smoke_build.json").read_text())
     assert info["demonstrations"]["alfworld"] > 0 and info["demonstrations"]["webshop"] > 0
     assert all(g.startswith(("train/", "synthetic/")) for g in info["train_games"])

@@ -16,6 +16,7 @@ slice of train only (never a task any stage uses, never an evaluation task):
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from .hints import GENERIC, Hint, appliance_hint, location_hint, location_of, source_place
@@ -33,7 +34,12 @@ class Mix:
     seed: int = 0
     hint_share: float = 0.5  # share of demonstrations played under a hint block
     k: int = 3  # hints per block, as stage 03 retrieves
-    detours: int = 3  # random searching visits of the demonstrations without hints
+    # How a demonstration searches before the expert plan takes over: "random" visits up to `detours`
+    # receptacles drawn at random (hinted kinds first, in number order, under a hint); "ordered" visits them
+    # in the order the room lists them until the object is in sight (search_demo), within `max_visits`.
+    search: str = "random"
+    detours: int = 3
+    max_visits: int = 8
 
 
 def target_of(game_id: str) -> str:
@@ -79,20 +85,123 @@ def guides_of(hints: list[str], obj: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(kinds))
 
 
+def room_receptacles(observation: str) -> list[str]:
+    """The receptacles of the room description, in the order it lists them."""
+    m = re.search(r"you see (.+?)\.\s*(?:\n|$)", observation)
+    if not m:
+        return []
+    parts = re.split(r", and |, | and ", m.group(1))
+    return [re.sub(r"^an? ", "", p.strip()) for p in parts if p.strip()]
+
+
+def search_demo(game_id: str, guides: tuple[str, ...] = (), max_visits: int = 8) -> dict:
+    """One demonstration of a searching agent: it visits the receptacles in the order the room lists them
+    (those of the `guides` kinds first, in number order), opening closed ones, until it sees an object of the
+    task's kind; there it takes it and finishes the task as the game's expert plan does (with that instance).
+
+    A visit where the object is in sight but the plan cannot be finished with that instance is played again
+    without the visit. `won` is False when the search would need more than `max_visits` visits.
+    """
+    from .alfworld_env import AlfworldEnv, get_game, walkthrough
+
+    game = get_game(game_id)
+    plan = walkthrough(game)
+    target = target_of(game_id)
+    take_at = next(i for i, a in enumerate(plan) if a.startswith("take "))
+    plan_instance, plan_place = re.match(r"take (.+?) from (.+)$", plan[take_at]).groups()
+    first_go = next(i for i, a in enumerate(plan) if a.startswith("go to "))
+    skip: set[str] = set()
+    while True:
+        env = AlfworldEnv(game)
+        try:
+            observation, task = env.reset()
+            listed = room_receptacles(observation)
+            number = lambda r: int(r.rsplit(" ", 1)[1])  # noqa: E731
+            guided = [r for kind in guides for r in sorted((x for x in listed if x.rsplit(" ", 1)[0] == kind), key=number)]
+            record = {"game_id": game_id, "split": game.split, "task_type": game.task_type, "observation": observation,
+                      "task": task, "steps": [], "won": False, "guides": list(guides)}
+            steps, opened, found, visits = record["steps"], set(), None, 0
+
+            def act(action: str):
+                step = env.step(action)
+                steps.append({"action": action, "observation": step.observation, "admissible": step.admissible})
+                return step
+
+            for place in dict.fromkeys(guided + listed):
+                if place in skip:
+                    continue
+                if place == plan_place:
+                    break  # the plan goes there next
+                if visits == max_visits:
+                    return record  # too long a search for a demonstration
+                visits += 1
+                seen = act(f"go to {place}").observation
+                if "is closed" in seen:
+                    seen = act(f"open {place}").observation
+                    opened.add(place)
+                m = re.search(rf"\b{re.escape(target)} (\d+)", seen)
+                if m:
+                    found = (f"{target} {m.group(1)}", place)
+                    break
+            if found:
+                instance, place = found
+                actions = [f"take {instance} from {place}"] + [a.replace(plan_instance, instance) for a in plan[take_at + 1:]]
+            else:
+                actions = plan[first_go:]
+            for action in actions:
+                if action.startswith("open ") and action[5:] in opened:
+                    continue  # opened while searching
+                step = act(action)
+                record["won"] = step.won
+                if step.done:
+                    break
+        finally:
+            env.close()
+        if record["won"] or found is None:
+            return record
+        skip.add(found[1])
+
+
+def _cached(jobs: list[tuple[str, tuple[str, ...]]], cache_file, workers: int) -> list[dict]:
+    """search_demo for each (game, guides), through a JSONL cache; missing ones in worker processes."""
+    import multiprocessing as mp
+
+    from .io import read_jsonl, write_jsonl
+
+    key = lambda game_id, guides: "|".join([game_id, *guides])  # noqa: E731
+    have = {key(r["game_id"], r.get("guides", ())): r for r in read_jsonl(cache_file)}
+    todo = [j for j in dict.fromkeys(jobs) if key(*j) not in have]
+    if todo:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(max(1, workers)) as pool:
+            for record in pool.starmap(search_demo, todo):
+                have[key(record["game_id"], record.get("guides", ()))] = record
+        write_jsonl(cache_file, [have[k] for k in sorted(have)])
+    return [have[key(*j)] for j in jobs]
+
+
 def alfworld_demos(games: list, mix: Mix, workers: int = 2) -> list[dict]:
-    """Replayed demonstrations of `games`, each with its `hints` (maybe none) and the `guides` it followed."""
+    """Searching demonstrations of `games`, each with its `hints` (maybe none) and the `guides` it followed;
+    won ones only."""
     from .walkthroughs import cached_replays
 
     folder = cache_dir() / "walkthroughs"
-    plain = cached_replays(games, folder / f"reserved-detours{mix.detours}.jsonl", workers=workers, detours=mix.detours)
-    blocks = hint_blocks(plain, mix)
+    if mix.search == "ordered":
+        file = folder / f"reserved-search{mix.max_visits}.jsonl"
+        plain = _cached([(g.game_id, ()) for g in games], file, workers)
+    else:
+        plain = cached_replays(games, folder / f"reserved-detours{mix.detours}.jsonl", workers=workers, detours=mix.detours)
+    blocks = hint_blocks([{"game_id": g.game_id, "task_type": g.task_type, **r} for g, r in zip(games, plain)], mix)
     guides = [guides_of(b, target_of(g.game_id)) for g, b in zip(games, blocks)]
-    guided_idx = [i for i, g in enumerate(guides) if g]
-    guided = cached_replays([games[i] for i in guided_idx], folder / "reserved-guided.jsonl", workers=workers,
-                            guides=[guides[i] for i in guided_idx])
-    records = list(plain)
-    for i, record in zip(guided_idx, guided):
-        records[i] = record
+    if mix.search == "ordered":
+        records = _cached([(g.game_id, gd) for g, gd in zip(games, guides)], file, workers)
+    else:
+        at = [i for i, gd in enumerate(guides) if gd]
+        guided = cached_replays([games[i] for i in at], folder / "reserved-guided.jsonl", workers=workers,
+                                guides=[guides[i] for i in at])
+        records = list(plain)
+        for i, record in zip(at, guided):
+            records[i] = record
     return [{**r, "hints": b} for r, b in zip(records, blocks) if r["won"]]
 
 

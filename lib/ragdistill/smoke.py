@@ -28,7 +28,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 class SmokeSpec:
     """Everything that determines the smoke model; its hash names the cache folder."""
 
-    version: int = 5
+    version: int = 7
     seed: int = 0
     games_per_type: int = 12  # ALFWorld demonstrations, from the reserved slice of train
     webshop_goals: int = 120  # WebShop demonstrations, from the reserved products of train
@@ -49,7 +49,7 @@ class SmokeSpec:
     # what teaches a tiny model to copy names from them into its actions. WebShop: on the answers only (its
     # pages are mostly product titles, ten to a page, and would take most of the training time).
     assistant_only: bool = False
-    detours: int = 3  # random searching visits of the ALFWorld demonstrations without hints
+    detours: int = 3  # random searching visits of the ALFWorld demonstrations (curriculum.Mix)
     hint_share: float = 0.5  # demonstrations played under a retrieved hint block (curriculum.py)
     option_share: float = 0.5  # WebShop demonstrations without an options rule that still choose the options
 
@@ -197,13 +197,19 @@ def demo_chats(spec: SmokeSpec, workers: int = 2) -> tuple[list[list[dict]], lis
     chats = [curriculum.demo_chat(r, agents[i % 2]) for i, r in enumerate(augment(records, spec.variants, spec.seed))]
     if spec.webshop_goals:
         reserved = [get_goal(t.game_id) for t in reserved_tasks("webshop")]
-        goals = webshop_demos.demo_goals(reserved, spec.webshop_goals, seed=spec.seed, per_product=spec.goals_per_product)
+        goals = webshop_demos.demo_goals(reserved, spec.webshop_goals, seed=spec.seed, per_product=spec.goals_per_product,
+                                         short_search=True)
         web_mix = webshop_demos.WebMix(seed=spec.seed, hint_share=spec.hint_share, option_share=spec.option_share,
-                                       ids_as_shown=True)
+                                       ids_as_shown=True, short_search=True)
         web = webshop_demos.webshop_demos(goals, web_mix)
-        chats += [webshop_demos.demo_chat(r, agents[i % 2]) for i, r in enumerate(web)]
+        chats += [webshop_demos.demo_chat(r, agent) for r in web for agent in agents]  # each in both formats
         records += web
     return chats, records
+
+
+def smoke_dest(spec: SmokeSpec) -> Path:
+    """Where the smoke model of `spec` is cached."""
+    return cache_dir() / "models" / f"smoke-{spec.key()}"
 
 
 def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, verbose: bool = True) -> Path:
@@ -214,7 +220,7 @@ def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, v
     """
     from .numerics import applies, is_portable
 
-    dest = Path(dest or cache_dir() / "models" / f"smoke-{spec.key()}")
+    dest = Path(dest or smoke_dest(spec))
     if (dest / "config.json").is_file():
         return dest
     if applies() and not is_portable():

@@ -1,8 +1,7 @@
 """WebShop demonstrations for the small models: a plain shopper's episodes on reserved goals, about half of
 them played under a retrieved hint block that the shopper follows.
 
-The shopper searches the instruction's own words (its opening and price clause left out), opens the first
-result, and buys it. Only goals whose own product comes first for that search are demonstrated, so every
+The shopper searches the instruction's own words, opens the first result, and buys it. Only goals whose own product comes first for that search are demonstrated, so every
 demonstration is a purchase of the right product. Without a hint the shopper chooses the asked options on
 only some goals (`option_share`) and otherwise buys at once; when its hint block tells it to click the asked
 options, it always does. The hints come from a bank made like stage 02's: the WebShop extractor's rules,
@@ -17,12 +16,8 @@ from dataclasses import dataclass
 
 from .hints import Hint
 
-_OPENING = re.compile(
-    r"^(i am looking for|i'm looking for|i am searching for|looking for|i want to buy|i want|i need|find me|"
-    r"get me|search for|show me|buy me|i would like)\s+(an?\s+|some\s+)?",
-    re.IGNORECASE,
-)
 _PRICE = re.compile(r",? and price lower than [\d.]+ dollars$")
+_OPENING = re.compile(r"^(find me|i am looking for|i'm looking for|i want|i need)\s+")
 
 
 @dataclass(frozen=True)
@@ -36,18 +31,21 @@ class WebMix:
     # Product ids as the page spells them (upper case) instead of lower-cased as the agents' instructions ask: the
     # shop reads either, and a tiny model copies a page's spelling far sooner than it learns to change its case.
     ids_as_shown: bool = False
+    short_search: bool = False  # search_words(short=True)
 
 
-def search_words(goal) -> str:
-    """The instruction as a search: without its opening words, its options and its price clause, lower-cased."""
-    text = _PRICE.sub("", goal.instruction.strip())
-    if goal.options:
-        asked = " with " + ", and ".join(f"{n}: {v}" for n, v in goal.options)
-        text = text[: -len(asked)] if text.endswith(asked) else text
-    return _OPENING.sub("", text.strip()).strip().lower()
+def search_words(goal, short: bool = False) -> str:
+    """The search a demonstration sends, lower-cased: the whole instruction (its options and price limit are
+    words of the goal product's page too: the product comes first for about 60% of the goals), or, `short`,
+    its first three words after the opening and the asked option values (about as often first, and a short
+    copy for a tiny model)."""
+    if not short:
+        return goal.instruction.strip().lower()
+    words = _OPENING.sub("", goal.instruction.strip().lower()).split()[:3]
+    return " ".join(words + [value for _, value in goal.options])
 
 
-def demo_goals(goals: list, n: int, seed: int = 0, per_product: int = 3) -> list:
+def demo_goals(goals: list, n: int, seed: int = 0, per_product: int = 3, short_search: bool = False) -> list:
     """Up to n goals, balanced over the categories, at most `per_product` per product, each on a product that
     comes first for its `search_words`."""
     from .envs import balanced, get_task
@@ -62,7 +60,7 @@ def demo_goals(goals: list, n: int, seed: int = 0, per_product: int = 3) -> list
     picked = []
     for _, group in sorted(by_product.items()):
         rng.shuffle(group)
-        picked += [g for g in group if index.search(search_words(g), 1)[:1] == [g.asin]][:per_product]
+        picked += [g for g in group if index.search(search_words(g, short_search), 1)[:1] == [g.asin]][:per_product]
     by_id = {g.goal_id: g for g in picked}
     return [by_id[t.game_id] for t in balanced([get_task(g.goal_id) for g in picked], n, seed)]
 
@@ -94,7 +92,7 @@ def says_choose_options(hints: list[str]) -> bool:
     return any(h.startswith(lead) for h in hints)
 
 
-def play(goal, hints: list[str], choose_options: bool, ids_as_shown: bool = False) -> dict:
+def play(goal, hints: list[str], choose_options: bool, mix: "WebMix") -> dict:
     """One demonstration in the shop: search, open the first result, maybe choose the options, buy."""
     from .webshop_env import WebShopEnv
 
@@ -109,9 +107,11 @@ def play(goal, hints: list[str], choose_options: bool, ids_as_shown: bool = Fals
 
     chosen: dict[str, str] = {}
     page = "search page"
-    act(f"search[{search_words(goal)}]", "I am on the search page. I search for the product with its main features.")
+    act(f"search[{search_words(goal, mix.short_search)}]",
+        "I am on the search page. I search for the product with its main features.")
     page = "results page 1"
-    act(f"click[{goal.asin if ids_as_shown else goal.asin.lower()}]", f"{goal.asin} comes first and fits the instruction. I open it.")
+    act(f"click[{goal.asin if mix.ids_as_shown else goal.asin.lower()}]",
+        f"{goal.asin} comes first and fits the instruction. I open it.")
     page = f"item {goal.asin}"
     if choose_options:
         for name, value in goal.options:
@@ -140,7 +140,7 @@ def webshop_demos(goals: list, mix: WebMix) -> list[dict]:
         if hinted:
             observation, task = WebShopEnv(goal).reset()
             hints = [h.text for h in retriever.retrieve(goal.category, query_text(observation, task), mix.k)]
-        records.append(play(goal, hints, says_choose_options(hints) or coin, mix.ids_as_shown))
+        records.append(play(goal, hints, says_choose_options(hints) or coin, mix))
     return records
 
 
