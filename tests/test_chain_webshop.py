@@ -1,9 +1,10 @@
 """The notebook chain on the smoke profile with env=webshop, executed once with papermill, checked stage by stage.
 
-The smoke model learnt only ALFWorld's command style, so on WebShop it buys nothing: every episode fails, the
-hints come from those failures, and with no teacher success the students are skipped with a reason. What is
-checked is the plumbing: goals, splits, step limits, categories as hint types, scores, and no test goal
-before notebook 06.
+The smoke model learnt WebShop's actions from reserved goals and, as a fixture, the goals the chain's stages 01
+and 03 play (smoke.demo_chats): here it buys, some purchases earn the full reward, and the method's whole path
+runs: teacher successes, distilled and SFT examples, the leak check over them, both students trained and all
+four conditions evaluated. Goals, splits, step limits, categories as hint types and scores are checked too,
+and no test goal is seen before notebook 06.
 """
 
 import json
@@ -81,17 +82,54 @@ def test_03_teacher_hints_come_from_the_goal_category(chain):
         assert len(e["hints"]) == min(3, len(bank.get(e["task_type"], ())))
 
 
-def test_04_and_05_handle_an_empty_teacher_set(chain):
+def test_04_to_06_the_distilled_path_runs(chain):
+    """Not vacuous: examples from teacher and base successes, the leak check over every one of them with a
+    non-empty bank, both students trained, and all four conditions played on the test goals."""
+    from ragdistill.agents import HINT_BEGIN
+
     dehint = _metrics(chain, "04_dehint")
     teacher_wins = sum(e["won"] for e in read_jsonl(chain / "03_teacher" / "episodes.jsonl"))
-    assert dehint["distilled"]["examples"] <= teacher_wins and dehint["leak_check"]["leaks"] == 0
-    assert dehint["empty"] == (dehint["distilled"]["examples"] == 0)
+    base_wins = sum(e["won"] for e in read_jsonl(chain / "01_failures" / "episodes.jsonl"))
+    distilled = list(read_jsonl(chain / "04_dehint" / "distilled.jsonl"))
+    sft = list(read_jsonl(chain / "04_dehint" / "sft.jsonl"))
+    assert 0 < len(distilled) == dehint["distilled"]["examples"] <= teacher_wins
+    assert 0 < len(sft) == dehint["sft"]["examples"] <= base_wins
+    check = dehint["leak_check"]
+    assert check["leaks"] == 0 and check["examples_checked"] == len(distilled) + len(sft) and check["hint_texts_checked"] > 0
+    assert all(HINT_BEGIN not in json.dumps(e["messages"]) and is_training_task(e["game_id"]) for e in distilled + sft)
     student = _metrics(chain, "05_student")
-    for name in ("distilled", "sft"):
-        examples = len(list(read_jsonl(chain / "04_dehint" / f"{name}.jsonl")))
-        assert student["adapters"][name]["skipped"] == (examples == 0), name
-    config = json.loads((chain / "05_student" / "config.json").read_text())
-    assert config["env"] == "webshop"
+    for name, examples in (("distilled", distilled), ("sft", sft)):
+        adapter = student["adapters"][name]
+        assert not adapter["skipped"] and adapter["examples"] == len(examples) and adapter["steps"] >= 1, name
+        assert (chain / "05_student" / "adapters" / name / "adapter_config.json").is_file()
+    assert json.loads((chain / "05_student" / "config.json").read_text())["env"] == "webshop"
+    evaluation = _metrics(chain, "06_eval")
+    assert set(evaluation["conditions_played"]) == {"base", "hints", "sft", "distilled"}
+    episodes = list(read_jsonl(chain / "06_eval" / "episodes.jsonl"))
+    n_games = SMOKE["06_evaluation"]["n_games"]
+    assert all(sum(e["condition"] == c for e in episodes) == 2 * n_games for c in evaluation["conditions_played"])
+
+
+def test_04_leak_check_catches_a_hint_planted_in_a_real_example(chain):
+    from ragdistill.dehint import LeakError, leak_check
+    from ragdistill.hints import load_bank
+
+    distilled = list(read_jsonl(chain / "04_dehint" / "distilled.jsonl"))
+    bank = [h.text for hs in load_bank(chain / "02_hints" / "bank.jsonl").values() for h in hs]
+    teacher = {e["game_id"] + "|" + e["agent"]: e for e in read_jsonl(chain / "03_teacher" / "teacher.jsonl")}
+    assert leak_check(distilled, bank)["examples_checked"] == len(distilled) > 0
+    planted = json.loads(json.dumps(distilled))
+    hint = teacher[planted[0]["game_id"] + "|" + planted[0]["agent"]]["hints"][0]  # one this very episode was given
+    planted[0]["messages"][0]["content"] += "\n- " + hint
+    with pytest.raises(LeakError, match="1 student example"):
+        leak_check(planted, bank)
+
+
+def test_the_smoke_model_learned_the_goals_stage_01_plays(chain, smoke_model):
+    build = json.loads((smoke_model.path / "smoke_build.json").read_text())
+    played = {e["game_id"] for e in read_jsonl(chain / "01_failures" / "episodes.jsonl")}
+    tested = {e["game_id"] for e in read_jsonl(chain / "06_eval" / "episodes.jsonl")}
+    assert played and played <= set(build["train_games"]) and not tested & set(build["train_games"])
 
 
 def test_06_scores_the_test_goals(chain):

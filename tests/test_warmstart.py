@@ -71,12 +71,26 @@ def test_tiny_build_on_the_smoke_model_gives_a_plain_changed_checkpoint(smoke_mo
     assert after.shape == before.shape and not torch.allclose(after, before, atol=1e-4)
 
 
-def test_model_path_cpu_is_the_warm_checkpoint_and_base_is_untrained(monkeypatch):
-    import ragdistill.models as models
-    import ragdistill.warmstart as warmstart
+def test_model_path_cpu_is_the_warm_checkpoint_and_base_is_untrained(smoke_model, tmp_path, monkeypatch):
+    """In a fresh cache holding a stand-in release (the smoke model's files) and its warm-start (two steps on
+    it), the cpu profile's model is the warm-start and its base checkpoint the release, each loadable and
+    different; the gpu profiles' base is their model."""
+    import shutil
 
-    monkeypatch.setattr(warmstart, "build_warm_checkpoint", lambda *a, **k: "/warm")
-    monkeypatch.setattr(models, "build_cpu_checkpoint", lambda *a, **k: "/base")
-    assert models.model_path("cpu") == "/warm"
-    assert models.base_checkpoint("cpu") == "/base"
-    assert models.base_checkpoint("gpu-7b") == models.model_path("gpu-7b")
+    from transformers import AutoModelForCausalLM
+
+    import ragdistill.models as models
+    from ragdistill.warmstart import default_dest
+
+    monkeypatch.setenv("RAGDISTILL_CACHE", str(tmp_path))
+    release = tmp_path / "models" / "smollm2-135m-instruct"
+    shutil.copytree(smoke_model.path, release)
+    warm = build_warm_checkpoint(WarmSpec(games=2, batch_size=1, lr=1e-2), base=release, dest=default_dest(WarmSpec()),
+                                 progress=False, verbose=False)
+    assert models.model_path("cpu") == str(warm) and models.base_checkpoint("cpu") == str(release)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.no_grad():
+        logits = [AutoModelForCausalLM.from_pretrained(models.model_path("cpu"))(input_ids=ids).logits,
+                  AutoModelForCausalLM.from_pretrained(models.base_checkpoint("cpu"))(input_ids=ids).logits]
+    assert not torch.allclose(*logits, atol=1e-4)
+    assert models.base_checkpoint("gpu-7b") == models.model_path("gpu-7b") == "Qwen/Qwen2.5-7B-Instruct"

@@ -9,7 +9,7 @@ import os
 import random
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 class SmokeSpec:
     """Everything that determines the smoke model; its hash names the cache folder."""
 
-    version: int = 7
+    version: int = 9
     seed: int = 0
     games_per_type: int = 12  # ALFWorld demonstrations, from the reserved slice of train
     webshop_goals: int = 120  # WebShop demonstrations, from the reserved products of train
@@ -44,7 +44,7 @@ class SmokeSpec:
     batch_tokens: int = 8192  # tokens per optimizer step, padding included
     lr: float = 3e-3
     threads: int = 1  # fixed, not the machine's count; one, so that the other core runs the tests meanwhile
-    variants: int = 6
+    variants: int = 3
     # ALFWorld: loss on every token, not just actions: this is pretraining, and reading the observations is
     # what teaches a tiny model to copy names from them into its actions. WebShop: on the answers only (its
     # pages are mostly product titles, ten to a page, and would take most of the training time).
@@ -52,6 +52,11 @@ class SmokeSpec:
     detours: int = 3  # random searching visits of the ALFWorld demonstrations (curriculum.Mix)
     hint_share: float = 0.5  # demonstrations played under a retrieved hint block (curriculum.py)
     option_share: float = 0.5  # WebShop demonstrations without an options rule that still choose the options
+    # The smoke chain's own training tasks (stage 01's `chain_tasks` of balanced(training_tasks), as the smoke
+    # profile picks them), each demonstrated under a hint block, a seeded half of them without one as well;
+    # every such demonstration `chain_repeats` times.
+    chain_tasks: int = 6
+    chain_repeats: int = 8
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
@@ -185,7 +190,15 @@ def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec) 
 
 def demo_chats(spec: SmokeSpec, workers: int = 2) -> tuple[list[list[dict]], list[dict]]:
     """The smoke model's training chats (ALFWorld, renamed copies included, and WebShop; both agents' formats,
-    alternating) and the demonstration records they come from."""
+    alternating) and the demonstration records they come from.
+
+    The smoke model is the test suite's fixture, not a model of the method: besides the reserved slice it
+    learns the tasks the smoke chain's stages 01 and 03 play, each once under a hint block made from its own
+    expert plan (the kind of hint stage 02's heuristic extractor writes) and once without, so that a model of
+    a few hundred thousand parameters wins some of them, wins others only under the hints stage 02 derives from
+    its failures, and every path of the chain (teacher wins, distilled and SFT examples, both students) runs.
+    Evaluation tasks it never sees.
+    """
     from . import curriculum, webshop_demos
     from .envs import reserved_tasks
     from .webshop_data import get_goal
@@ -195,6 +208,12 @@ def demo_chats(spec: SmokeSpec, workers: int = 2) -> tuple[list[list[dict]], lis
     records = curriculum.alfworld_demos(games, mix, workers=workers)
     agents = ("react", "stateact")
     chats = [curriculum.demo_chat(r, agents[i % 2]) for i, r in enumerate(augment(records, spec.variants, spec.seed))]
+    chain = chain_tasks("alfworld", spec)
+    plain = _plain_half(chain, spec.seed)
+    for share, tasks in ((1.0, chain), (0.0, plain)):
+        own = curriculum.alfworld_demos(tasks, replace(mix, hint_share=share), workers=workers) if tasks else []
+        chats += [curriculum.demo_chat(r, a) for r in own for a in agents] * spec.chain_repeats
+        records += own
     if spec.webshop_goals:
         reserved = [get_goal(t.game_id) for t in reserved_tasks("webshop")]
         goals = webshop_demos.demo_goals(reserved, spec.webshop_goals, seed=spec.seed, per_product=spec.goals_per_product,
@@ -204,7 +223,27 @@ def demo_chats(spec: SmokeSpec, workers: int = 2) -> tuple[list[list[dict]], lis
         web = webshop_demos.webshop_demos(goals, web_mix)
         chats += [webshop_demos.demo_chat(r, agent) for r in web for agent in agents]  # each in both formats
         records += web
+        chain = chain_tasks("webshop", spec)
+        plain = _plain_half(chain, spec.seed)
+        for share, tasks in ((1.0, chain), (0.0, plain)):  # every one chooses the asked options
+            goals = [get_goal(t.game_id) for t in tasks]
+            own = webshop_demos.webshop_demos(goals, replace(web_mix, hint_share=share, option_share=1.0))
+            chats += [webshop_demos.demo_chat(r, a) for r in own for a in agents] * spec.chain_repeats
+            records += own
     return chats, records
+
+
+def _plain_half(tasks: list, seed: int) -> list:
+    """A seeded half of `tasks`, in their order: those also demonstrated without a hint block."""
+    picked = set(random.Random(seed).sample(range(len(tasks)), len(tasks) // 2))
+    return [t for i, t in enumerate(tasks) if i in picked]
+
+
+def chain_tasks(env: str, spec: SmokeSpec) -> list:
+    """The training tasks the smoke chain's stage 01 plays: the same call, sizes and seed as the notebook's."""
+    from .envs import balanced, training_tasks
+
+    return balanced(training_tasks(env), spec.chain_tasks, seed=spec.seed) if spec.chain_tasks else []
 
 
 def smoke_dest(spec: SmokeSpec) -> Path:
