@@ -49,7 +49,7 @@ def test_demonstration_chats_are_the_agents_formats(alfworld_root):
 def test_tiny_build_on_the_smoke_model_gives_a_plain_changed_checkpoint(smoke_model, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ragdistill.train import has_generation_markers
+    from ragdistill.chat_template import has_generation_markers
 
     spec = WarmSpec(games=2, batch_size=1, lr=1e-2)
     dest = build_warm_checkpoint(spec, base=smoke_model.path, dest=tmp_path / "warm", progress=False, verbose=False)
@@ -72,11 +72,11 @@ def test_tiny_build_on_the_smoke_model_gives_a_plain_changed_checkpoint(smoke_mo
 
 
 def test_model_path_cpu_is_the_warm_checkpoint_and_base_is_untrained(monkeypatch):
-    import ragdistill.models as models
+    import ragdistill.checkpoints as checkpoints
     import ragdistill.warmstart as warmstart
 
     monkeypatch.setattr(warmstart, "build_warm_checkpoint", lambda *a, **k: "/warm")
-    monkeypatch.setattr(models, "build_cpu_checkpoint", lambda *a, **k: "/base")
-    assert models.model_path("cpu") == "/warm"
-    assert models.base_checkpoint("cpu") == "/base"
-    assert models.base_checkpoint("gpu-7b") == models.model_path("gpu-7b")
+    monkeypatch.setattr(warmstart, "build_cpu_checkpoint", lambda *a, **k: "/base")
+    assert checkpoints.model_path("cpu") == "/warm"
+    assert checkpoints.base_checkpoint("cpu") == "/base"
+    assert checkpoints.base_checkpoint("gpu-7b") == checkpoints.model_path("gpu-7b")

@@ -39,7 +39,7 @@ def resolve_backend(cfg, say=print) -> str:
 
 def server_spec(cfg, engine: str, adapters: dict[str, str] | None = None) -> ServerSpec:
     """How a stage starts its server: the profile's model (vLLM: its vllm_model), LoRA modules for stage 06."""
-    from .models import model_path
+    from .checkpoints import model_path
     from .profiles import get_profile
 
     prof = get_profile(cfg.profile)

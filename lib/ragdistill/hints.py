@@ -321,7 +321,7 @@ def extract_all(
     """
     from tqdm.auto import tqdm
 
-    from .backends import BackendError
+    from .completion import BackendError
 
     done = {r["episode"] for r in read_jsonl(log_path)}
     todo = [r for r in failures if key_of(r) not in done]

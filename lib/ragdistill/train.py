@@ -23,14 +23,13 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from .chat_template import QWEN25_DEFAULT_SYSTEM, chatml_template, encode, has_generation_markers, show_loss_mask  # noqa: F401
 from .config import MAX_EXAMPLE_TOKENS, ConfigError, StageConfig
 from .io import atomic_write_json, read_jsonl
 from .profiles import get_profile
 
 SOURCES = ("distilled", "sft")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-# Qwen2.5-Instruct's stock template inserts this system prompt when a chat has none.
-QWEN25_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 RESULT_FILE = "result.json"  # written last: its presence marks a finished adapter
 
 # What each empty input says about the earlier stages, and which of their parameters to change.
@@ -213,20 +212,12 @@ def read_examples(path: Path) -> list[dict]:
     return records
 
 
-def has_generation_markers(template: str | None) -> bool:
-    from trl.chat_template_utils import has_generation_markers as trl_check
-
-    return bool(template) and trl_check(template)
-
-
 def marked_template(tokenizer, profile: str) -> str:
     """A chat template with `{% generation %}` markers that renders exactly like the model's own.
 
     smoke and cpu tokenizers are saved with one; Qwen2.5's stock template lacks them, and for chats without
     tools it is plain ChatML with a default system prompt, which the project's marked template reproduces.
     """
-    from .chat_template import chatml_template
-
     stock = tokenizer.chat_template
     if has_generation_markers(stock):
         return stock
@@ -250,27 +241,6 @@ def marked_template(tokenizer, profile: str) -> str:
         if a != b:
             raise StudentTrainingError(f"The marked ChatML template renders {prof.model_id} chats differently: {a!r} vs {b!r}")
     return marked
-
-
-def encode(tokenizer, messages: list[dict]) -> tuple[list[int], list[int]]:
-    """Token ids and the assistant mask (1 where the loss applies), exactly as TRL tokenizes the chat."""
-    enc = tokenizer.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
-    return list(enc["input_ids"]), list(enc["assistant_masks"])
-
-
-def show_loss_mask(tokenizer, messages: list[dict], width: int = 1500) -> str:
-    """The rendered chat with the tokens that carry loss between ⟦ and ⟧ (for reading, not training)."""
-    ids, mask = encode(tokenizer, messages)
-    out, i = [], 0
-    while i < len(ids):
-        j = i
-        while j < len(ids) and mask[j] == mask[i]:
-            j += 1
-        text = tokenizer.decode(ids[i:j])
-        out.append(f"⟦{text}⟧" if mask[i] else text)
-        i = j
-    text = "".join(out)
-    return text if len(text) <= width else text[:width] + f"\n... ({len(text) - width} more characters)"
 
 
 @dataclass
@@ -356,7 +326,7 @@ def load_tokenizer(cfg: StudentConfig):
     """The profile's tokenizer with a marked chat template (assistant-only loss), padding on the right."""
     from transformers import AutoTokenizer
 
-    from .models import model_path
+    from .checkpoints import model_path
 
     tokenizer = AutoTokenizer.from_pretrained(model_path(get_profile(cfg.profile)))
     tokenizer.chat_template = marked_template(tokenizer, cfg.profile)
@@ -370,7 +340,8 @@ def load_base(cfg: StudentConfig):
     """The base model for training: 4-bit NF4 (QLoRA) by default on CUDA, each process on its own GPU."""
     from transformers import AutoModelForCausalLM
 
-    from .models import bnb_config, compute_dtype, model_path
+    from .checkpoints import model_path
+    from .models import bnb_config, compute_dtype
 
     kwargs: dict[str, Any] = {}
     if cfg.use_4bit:
