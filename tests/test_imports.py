@@ -50,11 +50,12 @@ def imported(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
         else:
             continue
         for target in targets:
-            # `import ragdistill.a.b` also runs ragdistill.a; the package's own __init__ is no edge.
+            # `import ragdistill.a.b` also runs ragdistill.a; a module's own packages (ragdistill, and
+            # ragdistill.a for ragdistill.a.b) are already running, so they are no edge.
             parts = target.split(".")
             for k in range(2, len(parts) + 1):
                 prefix = ".".join(parts[:k])
-                if prefix in modules and prefix != name:
+                if prefix in modules and prefix != name and not name.startswith(prefix + "."):
                     found.add(prefix)
     return found
 
@@ -98,13 +99,18 @@ def test_the_graph_reader_sees_relative_absolute_and_function_level_imports(tmp_
     (pkg / "a.py").write_text("from .b import f\n")
     (pkg / "b.py").write_text("def f():\n    import ragdistill.sub.c\n")
     (pkg / "sub" / "__init__.py").write_text("from . import c\n")
-    (pkg / "sub" / "c.py").write_text("def g():\n    from ..a import x\n")
+    (pkg / "sub" / "c.py").write_text("from . import d\n\ndef g():\n    from ..a import x\n")
+    (pkg / "sub" / "d.py").write_text("from ..sub import c\n")  # its own package: no edge to ragdistill.sub
     graph = import_graph(pkg)
     assert graph["ragdistill.a"] == {"ragdistill.b"}
     assert graph["ragdistill.b"] == {"ragdistill.sub", "ragdistill.sub.c"}
     assert graph["ragdistill.sub"] == {"ragdistill.sub.c"}
-    assert graph["ragdistill.sub.c"] == {"ragdistill.a"}
+    assert graph["ragdistill.sub.c"] == {"ragdistill.a", "ragdistill.sub.d"}
+    assert graph["ragdistill.sub.d"] == {"ragdistill.sub.c"}
     assert find_cycle(graph) == ["ragdistill.a", "ragdistill.b", "ragdistill.sub", "ragdistill.sub.c", "ragdistill.a"]
+    del graph["ragdistill.sub.c"]  # the circle c -> d -> c is found on its own too
+    assert find_cycle({**graph, "ragdistill.sub.c": {"ragdistill.sub.d"}}) == [
+        "ragdistill.sub.c", "ragdistill.sub.d", "ragdistill.sub.c"]
     assert find_cycle({"x": {"y"}, "y": set()}) is None
 
 

@@ -51,17 +51,28 @@ def compute_dtype(cuda: bool, bf16: bool | None = None) -> torch.dtype:
 
 def bnb_config(dtype: torch.dtype | None = None, *, cuda: bool | None = None):
     """4-bit NF4 with double quantisation (QLoRA); bf16 compute where the hardware has it natively."""
-    from transformers import BitsAndBytesConfig
+    from trl import ModelConfig, get_quantization_config
 
     if dtype is None:
         cuda = torch.cuda.is_available() if cuda is None else cuda
         dtype = compute_dtype(True) if cuda else torch.bfloat16  # bitsandbytes' CPU kernels compute in bf16
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=dtype,
+    name = str(dtype).removeprefix("torch.")
+    return get_quantization_config(
+        ModelConfig(load_in_4bit=True, dtype=name, bnb_4bit_quant_type="nf4", use_bnb_nested_quant=True)
     )
+
+
+def loading_kwargs(cuda: bool, use_4bit: bool, gpu: int = 0, compute_dtype_on_cpu: bool = False) -> dict:
+    """`from_pretrained` arguments for the device: 4-bit NF4 on one device (`gpu`, or the CPU), the weights that stay
+    unquantized (embeddings, lm_head, norms) in the compute dtype on a GPU (on CPU too with `compute_dtype_on_cpu`,
+    as training does); without 4-bit, the whole model in the device's dtype."""
+    if not use_4bit:
+        return {"dtype": compute_dtype(cuda)}
+    quantization = bnb_config(cuda=cuda)
+    kwargs = {"quantization_config": quantization, "device_map": {"": gpu} if cuda else {"": "cpu"}}
+    if cuda or compute_dtype_on_cpu:
+        kwargs["dtype"] = quantization.bnb_4bit_compute_dtype
+    return kwargs
 
 
 def load_model(
@@ -86,14 +97,7 @@ def load_model(
     path = base_checkpoint(prof) if untrained else model_path(prof)
     cuda = torch.cuda.is_available() and device != "cpu"
     use_4bit = wants_4bit(cuda, load_4bit)
-    kwargs: dict = {}
-    if use_4bit:
-        kwargs["quantization_config"] = bnb_config(cuda=cuda)
-        kwargs["device_map"] = {"": 0} if cuda else {"": "cpu"}
-        if cuda:  # the weights that stay unquantized (embeddings, lm_head, norms) in the compute dtype
-            kwargs["dtype"] = kwargs["quantization_config"].bnb_4bit_compute_dtype
-    else:
-        kwargs["dtype"] = compute_dtype(cuda)
+    kwargs = loading_kwargs(cuda, use_4bit)
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"  # batched generation appends on the right
     if tokenizer.pad_token is None:

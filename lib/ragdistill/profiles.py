@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# LoRA on every attention and MLP projection (the paper's q, k, v, o, gate, up, down), in every profile.
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
 @dataclass(frozen=True)
 class Profile:
     """A named model setting (DESIGN.md, Profiles)."""

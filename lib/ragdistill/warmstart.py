@@ -28,10 +28,9 @@ from .alfworld_env import balanced_sample, is_reserved, reserved_games
 from .chat_template import SMOLLM2_DEFAULT_SYSTEM, chatml_template, encode, has_generation_markers
 from .io import publish_dir, staging_dir
 from .paths import cache_dir
+from .profiles import LORA_TARGETS
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def _smollm2_folder() -> Path:
@@ -140,7 +139,7 @@ def train_lora(model, examples: list[tuple[list[int], list[int]]], spec: WarmSpe
         r=spec.lora_r,
         lora_alpha=spec.lora_alpha,
         lora_dropout=0.0,
-        target_modules=list(TARGET_MODULES),
+        target_modules=list(LORA_TARGETS),
         task_type="CAUSAL_LM",
     )
     peft_model = get_peft_model(model, config)
