@@ -33,6 +33,13 @@ class ChatBackend(Protocol):
         ...
 
 
+def json_mode_kwargs(backend) -> dict:
+    """`json_mode=True` for a backend that can enforce JSON answers (OpenAI-compatible servers), else nothing."""
+    import inspect
+
+    return {"json_mode": True} if "json_mode" in inspect.signature(backend.generate).parameters else {}
+
+
 # Greedy decoding, every setting explicit. Qwen2.5-Instruct's generation_config.json asks for sampling with
 # repetition_penalty 1.05, top_k 20, top_p 0.8; `generate` and servers fill unset values from that file, and the
 # hand-written decoding loops apply none of them. The paper's runs used a penalty of 1.0. top_k=0 is "off".

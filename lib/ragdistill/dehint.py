@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from .agents import HINT_BEGIN, HINT_END, HINT_PREAMBLE, get_agent
 from .config import MAX_EXAMPLE_TOKENS
 from .envs import env_of, is_training_task
+from .episodes import episode_key
 from .hints import task_names
 
 
@@ -88,7 +89,7 @@ def build_examples(
     report = BuildReport(episodes=len(records))
     examples = []
     for r in records:
-        key = f"{r['game_id']}|{r['agent']}|{r['condition']}|{r['seed']}"
+        key = episode_key(r["game_id"], r["agent"], r["condition"], r["seed"])
         if not r["won"]:
             report.not_won += 1
             continue

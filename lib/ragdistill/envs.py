@@ -8,8 +8,9 @@ benchmark it belongs to (ALFWorld ids start with their split, WebShop ids with `
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
+
+from .tasktypes import balanced_by_type, counts_by_type
 
 ENVS = ("alfworld", "webshop")
 # The paper's settings per benchmark: evaluation split, step limit, hints per failure, LoRA rank.
@@ -137,23 +138,7 @@ def eval_tasks(env: str, split: str = "") -> list[Task]:
 
 def balanced(tasks: list[Task], n: int, seed: int = 0) -> list[Task]:
     """n tasks spread evenly over the types (round-robin in type order), reproducible for a seed."""
-    if not tasks:
-        return []
-    order = type_order(tasks[0].env)
-    by_type: dict[str, list[Task]] = {t: [] for t in order}
-    for t in tasks:
-        by_type[t.task_type].append(t)
-    rng = random.Random(seed)
-    for pool in by_type.values():
-        rng.shuffle(pool)
-    picked: list[Task] = []
-    i = 0
-    while len(picked) < n and any(i < len(p) for p in by_type.values()):
-        for t in order:
-            if i < len(by_type[t]) and len(picked) < n:
-                picked.append(by_type[t][i])
-        i += 1
-    return picked
+    return balanced_by_type(tasks, n, seed, type_order(tasks[0].env)) if tasks else []
 
 
 def is_training_task(task_id: str) -> bool:
@@ -188,17 +173,10 @@ def list_tasks(env: str, split: str) -> list[Task]:
 def split_counts(env: str):
     """Tasks per split and type, as a table (rows: types and total; columns: splits)."""
     if check_env(env) == "alfworld":
-        from .alfworld_env import split_counts as alfworld_counts
-
-        return alfworld_counts()
-    import pandas as pd
-
-    from .webshop_data import WEBSHOP_SPLITS, list_goals
-
-    rows = {s: pd.Series([g.category for g in list_goals(s)], dtype=object).value_counts() for s in WEBSHOP_SPLITS}
-    table = pd.DataFrame(rows).reindex(list(type_order(env))).fillna(0).astype(int)
-    table.loc["total"] = table.sum()
-    return table
+        from .data import ALFWORLD_SPLITS as splits
+    else:
+        from .webshop_data import WEBSHOP_SPLITS as splits
+    return counts_by_type({s: [t.task_type for t in list_tasks(env, s)] for s in splits}, type_order(env))
 
 
 def expert_actions(task_id: str) -> list[str]:

@@ -1,11 +1,23 @@
-"""What a rollout plays and writes: the episode to play, its key, the stop rules, a live episode's state and
-the record an ended episode leaves (one JSON line). Both rollout engines (rollout.py, rollout_async.py) use them."""
+"""What a rollout plays and writes: what one action did in either benchmark, the episode to play, its key, the stop
+rules, a live episode's state and the record an ended episode leaves (one JSON line). Both rollout engines
+(rollout.py, rollout_async.py) and both environments use them."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from typing import Callable
+
+
+@dataclass
+class Step:
+    """What one action did, in either benchmark."""
+
+    observation: str
+    done: bool
+    won: bool
+    admissible: bool  # ALFWorld: among the admissible commands; WebShop: did something (WebShop ignores the others)
+    reward: float = 0.0  # ALFWorld: 1.0 when won; WebShop: the purchase reward
 
 
 @dataclass(frozen=True)

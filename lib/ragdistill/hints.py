@@ -14,11 +14,11 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .alfworld_env import NOTHING_HAPPENS, get_game, walkthrough
+from .alfworld_env import NOTHING_HAPPENS, folder_names, get_game, task_type_of, walkthrough
 from .analysis import render_episode
 from .envs import env_of, type_order
 from .io import append_jsonl, read_jsonl
-from .rollout import episode_key
+from .episodes import episode_key
 
 MAX_CHARS = 120
 DEDUP_THRESHOLD = 0.85
@@ -139,11 +139,11 @@ def validate_hints(raw: str | list | dict, max_hints: int = 4, min_hints: int = 
 
 
 def task_names(game_id: str) -> dict[str, str]:
-    """Object, target receptacle (and lamp for examine tasks) from `<type>-<Object>-<Mrecep>-<Recep>-<scene>`."""
-    parts = game_id.split("/")[1].split("-")
-    names = {"object": parts[1].lower(), "receptacle": parts[3].lower()}
-    if parts[0] == "look_at_obj_in_light":
-        names["lamp"] = parts[3].lower()
+    """Object, target receptacle (and lamp for examine tasks) from the game's folder name."""
+    obj, receptacle = folder_names(game_id)
+    names = {"object": obj, "receptacle": receptacle}
+    if task_type_of(game_id) == "examine":
+        names["lamp"] = receptacle
     return names
 
 
@@ -289,10 +289,9 @@ def _retry_message(error: str) -> dict:
 
 def _generate(backend, chats: list[list[dict]], max_new_tokens: int) -> list[str]:
     """Ask for JSON where the backend can enforce it (OpenAI-compatible servers)."""
-    import inspect
+    from .completion import json_mode_kwargs
 
-    kwargs = {"json_mode": True} if "json_mode" in inspect.signature(backend.generate).parameters else {}
-    return [c.text for c in backend.generate(chats, max_new_tokens=max_new_tokens, **kwargs)]
+    return [c.text for c in backend.generate(chats, max_new_tokens=max_new_tokens, **json_mode_kwargs(backend))]
 
 
 # ---------------------------------------------------------------- the stage

@@ -188,7 +188,7 @@ class LLMSelector:
 
     def retrieve_many(self, requests: list[tuple[str, str]], k: int = 3) -> list[list[Hint]]:
         """One batched call for many (task_type, query) pairs."""
-        import inspect
+        from .completion import json_mode_kwargs
 
         out: list[list[Hint] | None] = [None] * len(requests)
         asks = [(i, t, q) for i, (t, q) in enumerate(requests) if len(self.bank.get(t, [])) > k]
@@ -196,9 +196,8 @@ class LLMSelector:
             if out[i] is None and len(self.bank.get(t, [])) <= k:
                 out[i] = list(self.bank.get(t, []))
         if asks:
-            kwargs = {"json_mode": True} if "json_mode" in inspect.signature(self.backend.generate).parameters else {}
             answers = self.backend.generate([self.messages(t, q, k) for _, t, q in asks],
-                                            max_new_tokens=self.max_new_tokens, **kwargs)
+                                            max_new_tokens=self.max_new_tokens, **json_mode_kwargs(self.backend))
             for (i, t, q), answer in zip(asks, answers):
                 hints = self.candidates(t, q)
                 idx, ok = parse_indices(answer.text, len(hints), k)

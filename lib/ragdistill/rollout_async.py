@@ -16,11 +16,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .agents import get_agent
-from .alfworld_env import Step
 from .envpool import EnvPool
 from .envs import get_task
 from .io import append_jsonl
-from .episodes import EpisodeSpec, LiveEpisode, RolloutConfig, RolloutStats, episode_record, stop_reason, take_step
+from .episodes import EpisodeSpec, LiveEpisode, RolloutConfig, RolloutStats, Step, episode_record, stop_reason, take_step
 
 
 class _Stop(Exception):

@@ -29,6 +29,7 @@ from .chat_template import SMOLLM2_DEFAULT_SYSTEM, chatml_template, encode, has_
 from .io import publish_dir, staging_dir
 from .paths import cache_dir
 from .profiles import LORA_TARGETS
+from .schedule import warmup_cosine
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -123,13 +124,6 @@ def default_dest(spec: WarmSpec) -> Path:
     return cache_dir() / "models" / f"smollm2-135m-warm-{spec.key()}"
 
 
-def _lr_at(step: int, total: int, peak: float) -> float:
-    warmup = max(1, total // 10)
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def train_lora(model, examples: list[tuple[list[int], list[int]]], spec: WarmSpec, progress: bool = True):
     """LoRA training, `epochs` passes; assistant tokens only carry loss. Returns (PEFT model, loss per step)."""
     from peft import LoraConfig, get_peft_model
@@ -156,7 +150,7 @@ def train_lora(model, examples: list[tuple[list[int], list[int]]], spec: WarmSpe
     losses = []
     for step, batch in enumerate(tqdm(batches, desc="warm-start (LoRA)", disable=not progress)):
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, len(batches), spec.lr)
+            group["lr"] = warmup_cosine(step, len(batches), spec.lr)
         # Loss averaged over the assistant tokens of the whole batch, one sequence at a time (no padding).
         n_tokens = sum(sum(1 for m in examples[i][1] if m) for i in batch)
         total = 0.0
