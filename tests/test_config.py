@@ -103,3 +103,14 @@ def test_saved_config_lands_in_the_stage_folder(outputs):
     path = cfg.save()
     assert path == outputs / "runs" / "r1" / "00_tour" / "config.json"
     assert '"stage": "00_tour"' in path.read_text()
+
+
+def test_every_benchmark_implements_the_whole_interface():
+    from ragdistill.envs import BENCHMARKS, Benchmark
+
+    methods = [n for n, v in vars(Benchmark).items() if callable(v) and not n.startswith("_")]
+    assert len(methods) >= 9
+    for name, bench in BENCHMARKS.items():
+        missing = [m for m in methods if getattr(type(bench), m) is getattr(Benchmark, m)]
+        assert not missing, f"{name} lacks {missing}"
+        assert bench.name == name and bench.eval_splits[0] in bench.splits and len(bench.types()) >= 5
