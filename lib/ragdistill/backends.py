@@ -61,7 +61,7 @@ def start_server(cfg, engine: str, adapters: dict[str, str] | None = None) -> Ma
     return ManagedServer(server_spec(cfg, engine, adapters), cfg.stage_dir / f"{engine}.log").start()
 
 
-def make_backend(cfg) -> tuple[object, str]:
+def make_backend(cfg) -> tuple[ChatBackend, str]:
     """The backend a rollout config asks for, and the model name to log with each episode.
 
     Call `backend.close()` when the stage is done with it: a server the stage started is stopped then (and in any

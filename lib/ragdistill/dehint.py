@@ -1,8 +1,7 @@
 """Hint removal: the teacher's successful episodes become hint-free chat examples for the student.
 
 An example is the episode exactly as the agent saw and wrote it at inference (same system prompt, same
-first observation with the room description, same answers and replies, issue "Agents and batched
-rollouts"), with the hint block left out of the system prompt and, unless configured otherwise, the
+first observation with the room description, same answers and replies), with the hint block left out of the system prompt and, unless configured otherwise, the
 few-shot examples too. A leak check then refuses to pass any example that still holds a hint.
 """
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from .alfworld_env import NOTHING_HAPPENS, folder_names, get_game, task_type_of, walkthrough
 from .analysis import render_episode
+from .completion import ChatBackend
 from .envs import env_of, type_order
-from .io import append_jsonl, read_jsonl
 from .episodes import episode_key
+from .io import append_jsonl, read_jsonl
 
 MAX_CHARS = 120
 DEDUP_THRESHOLD = 0.85
@@ -287,7 +288,7 @@ def _retry_message(error: str) -> dict:
     return {"role": "user", "content": f"That answer was rejected: {error}. Answer again with JSON only."}
 
 
-def _generate(backend, chats: list[list[dict]], max_new_tokens: int) -> list[str]:
+def _generate(backend: ChatBackend, chats: list[list[dict]], max_new_tokens: int) -> list[str]:
     """Ask for JSON where the backend can enforce it (OpenAI-compatible servers)."""
     from .completion import json_mode_kwargs
 
@@ -305,7 +306,7 @@ def extract_all(
     failures: list[dict],
     log_path: Path,
     extractor: str = "heuristic",
-    backend=None,
+    backend: ChatBackend | None = None,
     max_hints: int = 4,
     max_retries: int = 2,
     batch_size: int = 8,

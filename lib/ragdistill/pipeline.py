@@ -13,7 +13,7 @@ from .io import atomic_write_json
 from .paths import PROJECT_ROOT, outputs_dir
 from .profiles import UnknownProfileError, get_profile
 
-# notebook file stem -> the stage folder it writes (DESIGN.md, Stage contract)
+# notebook file stem -> the stage folder it writes (each stage reads earlier folders and writes only its own)
 STAGES = {
     "00_environment_tour": "00_tour",
     "01_failure_collection": "01_failures",

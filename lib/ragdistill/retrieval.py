@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .completion import ChatBackend
 from .hints import Hint
 
 RETRIEVERS = ("bm25", "embedding", "llm")
@@ -162,7 +163,7 @@ class LLMSelector:
 
     name = "llm"
 
-    def __init__(self, bank: dict[str, list[Hint]], backend, max_new_tokens: int = 48, shortlist: int = 40):
+    def __init__(self, bank: dict[str, list[Hint]], backend: ChatBackend, max_new_tokens: int = 48, shortlist: int = 40):
         if shortlist < 0:
             raise ValueError("shortlist must be >= 0 (0: the whole bank)")
         self.bank = bank
@@ -210,7 +211,7 @@ class LLMSelector:
         return self.retrieve_many([(task_type, query)], k)[0]
 
 
-def make_retriever(name: str, bank: dict[str, list[Hint]], backend=None):
+def make_retriever(name: str, bank: dict[str, list[Hint]], backend: ChatBackend | None = None):
     """A retriever by name; the LLM selector needs a chat backend."""
     if name == "bm25":
         return BM25Retriever(bank)

@@ -10,6 +10,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .agents import get_agent
+from .completion import ChatBackend
 from .envpool import EnvPool
 from .envs import get_task
 from .episodes import (  # EpisodeSpec, RolloutConfig, episode_key: the stages import them from here too
@@ -34,7 +35,7 @@ def completed_keys(path: Path) -> set[str]:
 
 def run_rollouts(
     specs: list[EpisodeSpec],
-    backend,
+    backend: ChatBackend,
     out_path: str | Path,
     model_name: str,
     cfg: RolloutConfig = RolloutConfig(),

@@ -16,17 +16,18 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .agents import get_agent
+from .completion import ChatBackend
 from .envpool import EnvPool
 from .envs import get_task
-from .io import append_jsonl
 from .episodes import EpisodeSpec, LiveEpisode, RolloutConfig, RolloutStats, Step, episode_record, stop_reason, take_step
+from .io import append_jsonl
 
 
 class _Stop(Exception):
     """Another episode's thread failed, or the run was interrupted: leave the current episode unfinished."""
 
 
-def run_async(todo: list[EpisodeSpec], backend, out_path: Path, model_name: str, cfg: RolloutConfig,
+def run_async(todo: list[EpisodeSpec], backend: ChatBackend, out_path: Path, model_name: str, cfg: RolloutConfig,
               stats: RolloutStats, progress: bool = True, hint_source=None) -> RolloutStats:
     """Play `todo` with up to cfg.concurrency episodes in flight; `backend.one(chat, max_new_tokens)` answers one chat."""
     start = time.perf_counter()
