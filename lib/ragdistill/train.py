@@ -254,7 +254,9 @@ def parse_args(argv: list[str] | None = None) -> StudentConfig:
     """Command-line options, one per StudentConfig field, read by TRL's parser; then the stage config's own checks."""
     from trl import TrlParser
 
-    (parsed,) = TrlParser(StudentConfig, description=__doc__.splitlines()[0]).parse_args_and_config(argv)
+    parser = TrlParser(StudentConfig)
+    parser.description = __doc__.splitlines()[0]
+    (parsed,) = parser.parse_args_and_config(argv)
     return StudentConfig.from_params(dataclasses.asdict(parsed))
 
 
