@@ -121,7 +121,7 @@ class StudentConfig(StageConfig):
 
     @property
     def rank(self) -> int:
-        """The paper's ranks are for a 7B-14B model (ALFWorld 64, WebShop 16); smaller profiles scale them down."""
+        """lora_r, or the profile's recipe for the benchmark (the paper's for a 7B-14B: ALFWorld 64, WebShop 16)."""
         return self.lora_r or self._profile_lora()[0]
 
     @property
@@ -130,8 +130,12 @@ class StudentConfig(StageConfig):
 
     def _profile_lora(self) -> tuple[int, int]:
         from ..envs import LORA
+        from ..profiles import recipe_lora
 
-        profile = get_profile(self.profile)
+        from_recipe = recipe_lora(self.profile, self.env)
+        if from_recipe:
+            return from_recipe
+        profile = get_profile(self.profile)  # one registered in code (bench/gpu_check.py): the paper's, capped
         r, alpha = LORA[self.env]
         return min(profile.lora_r, r), min(profile.lora_alpha, alpha)
 
