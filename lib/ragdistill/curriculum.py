@@ -20,7 +20,8 @@ import re
 from dataclasses import dataclass
 
 from .alfworld_env import folder_names
-from .hints import GENERIC, Hint, appliance_hint, location_hint, location_of, source_place
+from .alfworld_hints import GENERIC, appliance_hint, location_hint, location_of, source_place
+from .hints import Hint
 from .paths import cache_dir
 
 # The generic rules a reserved game's bank holds, per task type (the extractor's templates, unfilled).

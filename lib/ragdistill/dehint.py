@@ -14,7 +14,7 @@ from .agents import HINT_BEGIN, HINT_END, HINT_PREAMBLE, get_agent
 from .config import MAX_EXAMPLE_TOKENS
 from .envs import env_of, is_training_task
 from .episodes import episode_key
-from .hints import task_names
+from .alfworld_hints import task_names
 
 
 class LeakError(RuntimeError):
