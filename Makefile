@@ -26,7 +26,7 @@ export ALFWORLD_DATA ALFWORLD_ARCHIVE WEBSHOP_DATA WEBSHOP_ARCHIVE
 PORTABLE := ATEN_CPU_CAPABILITY=avx2 MKL_CBWR=AVX2 ONEDNN_MAX_CPU_ISA=AVX2
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false $(if $(filter x86_64,$(shell uname -m)),$(PORTABLE))
 
-.PHONY: run test data venv vllm kernel lint clean-venv help reference
+.PHONY: run test data venv vllm clean-venv help reference
 
 help:
 	@echo "make run     run the notebook chain on PROFILE=$(PROFILE) on BENCHMARK=$(BENCHMARK) (alfworld or webshop) into outputs/runs/ (RUN=<dir> resumes one;"

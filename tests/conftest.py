@@ -90,6 +90,21 @@ def outputs(tmp_path, monkeypatch):
     return tmp_path / "outputs"
 
 
+@pytest.fixture(scope="module")
+def module_outputs(tmp_path_factory):
+    """Run outputs go to a temporary folder for a whole test module (a chain run shared by its tests)."""
+    saved = os.environ.get("RAGDISTILL_OUTPUTS")
+    folder = tmp_path_factory.mktemp("outputs")
+    os.environ["RAGDISTILL_OUTPUTS"] = str(folder)
+    try:
+        yield folder
+    finally:
+        if saved is None:
+            os.environ.pop("RAGDISTILL_OUTPUTS", None)
+        else:
+            os.environ["RAGDISTILL_OUTPUTS"] = saved
+
+
 def free_port() -> int:
     """A free TCP port on loopback."""
     with socket.socket() as s:

@@ -1,7 +1,6 @@
 """The notebook chain on the smoke profile, executed once with papermill, then checked stage by stage."""
 
 import json
-import os
 
 import pytest
 
@@ -13,17 +12,9 @@ SMOKE = CHAIN_PARAMS["smoke"]
 
 
 @pytest.fixture(scope="module")
-def chain(alfworld_root, smoke_model, tmp_path_factory):
+def chain(alfworld_root, smoke_model, module_outputs):
     """outputs/runs/chain/ after running every stage in order (the sizes `make run` uses on smoke)."""
-    saved = os.environ.get("RAGDISTILL_OUTPUTS")
-    os.environ["RAGDISTILL_OUTPUTS"] = str(tmp_path_factory.mktemp("outputs"))
-    try:
-        yield run_chain("smoke", run="chain")
-    finally:
-        if saved is None:
-            os.environ.pop("RAGDISTILL_OUTPUTS", None)
-        else:
-            os.environ["RAGDISTILL_OUTPUTS"] = saved
+    return run_chain("smoke", run="chain")
 
 
 def _metrics(run_dir, stage):

@@ -8,7 +8,6 @@ and no test goal is seen before notebook 06.
 """
 
 import json
-import os
 
 import pytest
 
@@ -22,16 +21,8 @@ SMOKE = CHAIN_PARAMS["smoke"]
 
 
 @pytest.fixture(scope="module")
-def chain(webshop_root, smoke_model, tmp_path_factory):
-    saved = os.environ.get("RAGDISTILL_OUTPUTS")
-    os.environ["RAGDISTILL_OUTPUTS"] = str(tmp_path_factory.mktemp("outputs"))
-    try:
-        yield run_chain("smoke", run="webshop", env="webshop")
-    finally:
-        if saved is None:
-            os.environ.pop("RAGDISTILL_OUTPUTS", None)
-        else:
-            os.environ["RAGDISTILL_OUTPUTS"] = saved
+def chain(webshop_root, smoke_model, module_outputs):
+    return run_chain("smoke", run="webshop", env="webshop")
 
 
 def _metrics(run_dir, stage):

@@ -12,7 +12,7 @@ def test_defaults_are_valid():
 
 def test_env_picks_the_benchmark_defaults():
     from ragdistill.config import EvalConfig, FailureConfig, HintConfig
-    from ragdistill.train import StudentConfig
+    from ragdistill.config import StudentConfig
 
     web = {"env": "webshop"}
     assert TourConfig.from_params(web).resolved_split == "test"
@@ -38,6 +38,13 @@ def test_stages_of_a_run_must_share_the_env(tmp_path, monkeypatch):
     (first.stage_dir / "episodes.jsonl").write_text("")
     with pytest.raises(ConfigError, match="played alfworld in stage 01_failures"):
         HintConfig.from_params({"run": "mixed", "env": "webshop"}).input_file("01_failures", "episodes.jsonl")
+    from ragdistill.config import DehintConfig, StudentConfig
+
+    dehint = DehintConfig.from_params({"run": "mixed"})
+    dehint.save()
+    (dehint.stage_dir / "sft.jsonl").write_text("")
+    with pytest.raises(ConfigError, match="played alfworld in stage 04_dehint"):
+        StudentConfig.from_params({"run": "mixed", "env": "webshop"}).examples_file("sft")
 
 
 def test_unknown_parameter_is_rejected_with_a_suggestion():
@@ -96,3 +103,14 @@ def test_saved_config_lands_in_the_stage_folder(outputs):
     path = cfg.save()
     assert path == outputs / "runs" / "r1" / "00_tour" / "config.json"
     assert '"stage": "00_tour"' in path.read_text()
+
+
+def test_every_benchmark_implements_the_whole_interface():
+    from ragdistill.envs import BENCHMARKS, Benchmark
+
+    methods = [n for n, v in vars(Benchmark).items() if callable(v) and not n.startswith("_")]
+    assert len(methods) >= 9
+    for name, bench in BENCHMARKS.items():
+        missing = [m for m in methods if getattr(type(bench), m) is getattr(Benchmark, m)]
+        assert not missing, f"{name} lacks {missing}"
+        assert bench.name == name and bench.eval_splits[0] in bench.splits and len(bench.types()) >= 5

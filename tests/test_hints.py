@@ -8,11 +8,11 @@ import pytest
 
 from ragdistill.alfworld_env import TYPE_ORDER, list_games
 from ragdistill.backends import OpenAIBackend
+from ragdistill.alfworld_hints import diagnose
 from ragdistill.hints import (
     MAX_CHARS,
     HintFormatError,
     build_bank,
-    diagnose,
     extract_all,
     heuristic_hints,
     load_bank,

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from ragdistill.alfworld_env import AlfworldEnv, balanced_sample, list_games
-from ragdistill.models import answer_chat, build_cpu_checkpoint, load_model
+from ragdistill.models import answer_chat, load_model
+from ragdistill.warmstart import build_cpu_checkpoint
 from ragdistill.agents import REACT
 
 CHAT = [
@@ -78,7 +79,7 @@ def test_cpu_model_is_smollm2_from_the_gguf_and_generates(cpu_model):
 def test_cpu_template_renders_like_smollm2_stock_template(cpu_model):
     from transformers import AutoTokenizer
 
-    from ragdistill.models import SMOLLM2_GGUF, _smollm2_folder
+    from ragdistill.warmstart import SMOLLM2_GGUF, _smollm2_folder
 
     stock = AutoTokenizer.from_pretrained(_smollm2_folder(), gguf_file=SMOLLM2_GGUF)
     ours = cpu_model.tokenizer
@@ -95,9 +96,9 @@ def test_cpu_template_renders_like_smollm2_stock_template(cpu_model):
 def test_gpu_profiles_name_hub_models_and_the_dtype_follows_the_device(monkeypatch):
     """4-bit NF4 on CUDA, off on CPU; bf16 compute only where the GPU has it natively: a card that emulates it
     (T4, Turing: torch's plain check says yes) computes in fp16."""
-    from ragdistill import models
+    from ragdistill import checkpoints, models
 
-    assert models.model_path("gpu-14b") == "Qwen/Qwen2.5-14B-Instruct"
+    assert checkpoints.model_path("gpu-14b") == "Qwen/Qwen2.5-14B-Instruct"
     assert models.wants_4bit(cuda=True, forced=None) and not models.wants_4bit(cuda=False, forced=None)
     assert models.wants_4bit(cuda=False, forced=True) and not models.wants_4bit(cuda=True, forced=False)
     asked = []

@@ -53,7 +53,7 @@ def test_library_modules_pass_the_kwargs_check():
     from ragdistill.nbcheck import check_module
 
     lib = Path(__file__).resolve().parents[1] / "lib" / "ragdistill"
-    problems = [str(p) for m in sorted(lib.glob("*.py")) for p in check_module(m)]
+    problems = [str(p) for m in sorted(lib.rglob("*.py")) for p in check_module(m)]
     assert problems == []
 
 

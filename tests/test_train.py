@@ -84,8 +84,9 @@ def test_config_checks_and_resolves():
         StudentConfig.from_params({"lr_scheduler": "linaer"})
     with pytest.raises(ConfigError, match="multiple of per_device_batch"):
         StudentConfig.from_params({"per_device_batch": 3})
-    cli = parse_args(["--run", "123", "--adapters", "sft", "--load-4bit", "none", "--max-steps", "3", "--learning-rate", "1e-3"])
-    assert (cli.run, cli.adapters, cli.load_4bit, cli.max_steps, cli.learning_rate) == ("123", ["sft"], None, 3, 1e-3)
+    cli = parse_args(["--run", "123", "--adapters", "sft", "--load-4bit", "false", "--max-steps", "3", "--learning-rate", "1e-3"])
+    assert (cli.run, cli.adapters, cli.load_4bit, cli.max_steps, cli.learning_rate) == ("123", ["sft"], False, 3, 1e-3)
+    assert parse_args([]).load_4bit is None and parse_args([]).max_length is None  # unset: the device's and stage 04's
 
 
 def test_device_rules_with_the_device_as_an_input():
@@ -204,7 +205,7 @@ def test_training_lowers_the_loss_and_saves_a_loadable_adapter(smoke_model, outp
         assert not cfg.checkpoint_dir(name).exists()  # optimizer states go once the adapter is saved
     student = load_model("smoke", adapter=str(cfg.adapter_dir("distilled")))
     assert type(student.model).__name__ == "PeftModelForCausalLM"
-    record = json.loads((cfg.input_file("distilled")).read_text().splitlines()[0])
+    record = json.loads((cfg.examples_file("distilled")).read_text().splitlines()[0])
     assert answer_chat(student, record["messages"][:2], 16)["new_tokens"] > 0
 
 
@@ -240,7 +241,7 @@ def test_an_interrupted_training_resumes_and_a_finished_adapter_is_skipped(smoke
     shorter = train_adapter(StudentConfig.from_params({**FAST, "run": run04, "max_steps": 2, "adapters": ["sft"]}), "sft")
     assert not shorter.get("reused") and shorter["steps"] == 2 and shorter["resumed_from"] is None
     # New data from stage 04 makes the finished adapter stale: it is trained again from scratch.
-    path = cfg.input_file("sft")
+    path = cfg.examples_file("sft")
     path.write_text("".join(path.read_text().splitlines(keepends=True)[:3]))
     fresh = train_adapter(longer, "sft")
     assert not fresh.get("reused") and fresh["resumed_from"] is None and fresh["examples"] == 3

@@ -49,7 +49,7 @@ def test_demonstration_chats_are_the_agents_formats(alfworld_root):
 def test_tiny_build_on_the_smoke_model_gives_a_plain_changed_checkpoint(smoke_model, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ragdistill.train import has_generation_markers
+    from ragdistill.chat_template import has_generation_markers
 
     spec = WarmSpec(games=2, batch_size=1, lr=1e-2)
     dest = build_warm_checkpoint(spec, base=smoke_model.path, dest=tmp_path / "warm", progress=False, verbose=False)
@@ -79,7 +79,7 @@ def test_model_path_cpu_is_the_warm_checkpoint_and_base_is_untrained(smoke_model
 
     from transformers import AutoModelForCausalLM
 
-    import ragdistill.models as models
+    import ragdistill.checkpoints as models
     from ragdistill.warmstart import default_dest
 
     monkeypatch.setenv("RAGDISTILL_CACHE", str(tmp_path))

@@ -1,39 +1,18 @@
 """WebShop's heuristic hint extractor on episodes played for real: scripted failures of train goals, replayed."""
 
-import os
 import re
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 
-from ragdistill import data, hints
-from ragdistill.data import require_webshop
+from ragdistill import hints
 from ragdistill.webshop_data import WEBSHOP_CATEGORIES, Goal, load_shop
 from ragdistill.webshop_env import PAGE_SIZE, TOP_K, WebShopEnv, oracle_actions, parse_action, search_action
 from ragdistill.webshop_hints import HINTS, current_product, diagnose, heuristic_hints, page, replay
 from ragdistill.webshop_reward import attributes_matched, goal_options, options_matched, purchase_reward
 
-SHARED_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "webshop_small_1000.tar.xz"
 ASIN = re.compile(r"\bb0[0-9a-z]{8}\b", re.IGNORECASE)
 MAX_STEPS, REPEAT_LIMIT = 15, 5  # the rollout's WebShop stop rules
-
-
-@pytest.fixture(scope="session")
-def webshop_root(tmp_path_factory):
-    """WEBSHOP_DATA when it holds data; else the small set unpacked from WEBSHOP_ARCHIVE (or ../shared/data)."""
-    archive = os.environ.get("WEBSHOP_ARCHIVE") or (str(SHARED_ARCHIVE) if SHARED_ARCHIVE.is_file() else "")
-    if data.webshop_is_ready() or not archive:
-        yield require_webshop()  # with no data at all: fails with the message that says how to get it
-        return
-    root = data.fetch_webshop(archive, tmp_path_factory.mktemp("webshop"))
-    before = os.environ.get("WEBSHOP_DATA")
-    os.environ["WEBSHOP_DATA"] = str(root)
-    yield root
-    if before is None:
-        os.environ.pop("WEBSHOP_DATA", None)
-    else:
-        os.environ["WEBSHOP_DATA"] = before
 
 
 @pytest.fixture(scope="module")

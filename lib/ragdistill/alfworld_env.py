@@ -9,6 +9,8 @@ from functools import lru_cache
 from pathlib import Path
 
 from .data import ALFWORLD_JSON, ALFWORLD_SPLITS, require_alfworld
+from .episodes import Step
+from .tasktypes import balanced_by_type
 
 # The game folder's prefix names the task; the paper's short names key the hint banks.
 TASK_TYPES = {
@@ -39,6 +41,13 @@ class Game:
     @property
     def task_folder(self) -> str:
         return self.game_id.split("/")[1]
+
+
+def folder_names(game_id: str) -> tuple[str, str]:
+    """(object, receptacle) of a game, lower-cased, from its folder name `<type>-<Object>-<Mrecep>-<Receptacle>-<scene>`
+    (the receptacle of an examine task is its lamp)."""
+    parts = game_id.split("/")[1].split("-")
+    return parts[1].lower(), parts[3].lower()
 
 
 def task_type_of(game_id_or_folder: str) -> str:
@@ -98,17 +107,6 @@ def split_intro(feedback: str) -> tuple[str, str]:
     match = _TASK.search(text)
     task = match["task"].strip() if match else ""
     return text, task
-
-
-@dataclass
-class Step:
-    """What one action did."""
-
-    observation: str
-    done: bool
-    won: bool
-    admissible: bool  # was the (normalised) action among the admissible commands
-    reward: float = 0.0  # 1.0 when won (WebShop's steps carry a graded reward here)
 
 
 class AlfworldEnv:
@@ -180,29 +178,4 @@ def training_pool() -> list[Game]:
 
 def balanced_sample(games: list[Game], n: int, seed: int = 0) -> list[Game]:
     """n games spread evenly over the task types (round-robin in type order), reproducible for a seed."""
-    import random
-
-    by_type: dict[str, list[Game]] = {t: [] for t in TYPE_ORDER}
-    for g in games:
-        by_type[g.task_type].append(g)
-    rng = random.Random(seed)
-    for pool in by_type.values():
-        rng.shuffle(pool)
-    picked: list[Game] = []
-    i = 0
-    while len(picked) < n and any(i < len(p) for p in by_type.values()):
-        for t in TYPE_ORDER:
-            if i < len(by_type[t]) and len(picked) < n:
-                picked.append(by_type[t][i])
-        i += 1
-    return picked
-
-
-def split_counts():
-    """Games per split and task type, as a table (rows: types and total; columns: splits)."""
-    import pandas as pd
-
-    rows = {s: pd.Series([g.task_type for g in list_games(s)]).value_counts() for s in ALFWORLD_SPLITS}
-    table = pd.DataFrame(rows).reindex(list(TYPE_ORDER)).fillna(0).astype(int)
-    table.loc["total"] = table.sum()
-    return table
+    return balanced_by_type(games, n, seed, TYPE_ORDER)

@@ -55,20 +55,36 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return (round(100 * max(0.0, centre - half), 1), round(100 * min(1.0, centre + half), 1))
 
 
+def episode_figures(g: pd.DataFrame) -> dict:
+    """The figures of a group of episodes, unrounded: episodes, wins, success (%) with its 95% Wilson interval,
+    score (100 x mean reward, WebShop's score), mean steps, mean tokens, invalid-action rate."""
+    wins = int(g["won"].sum())
+    return {
+        "episodes": int(len(g)),
+        "wins": wins,
+        "success": 100 * wins / len(g),
+        "ci95": wilson(wins, len(g)),
+        "score": 100 * float(g["reward"].mean()),
+        "steps": float(g["steps"].mean()),
+        "tokens": float(g["tokens"].mean()),
+        "invalid_rate": float(g["invalid_actions"].sum() / max(1, g["steps"].sum())),
+    }
+
+
 def summary(df: pd.DataFrame, by: str = "agent") -> dict:
     """metrics.json figures per group: episodes, successes, rate with interval, steps, tokens, invalid rate."""
     out = {}
     for key, g in df.groupby(by):
-        wins = int(g["won"].sum())
+        f = episode_figures(g)
         out[str(key)] = {
-            "episodes": int(len(g)),
-            "successes": wins,
-            "success_rate": round(100 * wins / len(g), 1),
-            "success_ci95": wilson(wins, len(g)),
-            "score": round(100 * float(g["reward"].mean()), 1),  # WebShop's score: 100 x mean reward
-            "mean_steps": round(float(g["steps"].mean()), 2),
-            "mean_tokens": round(float(g["tokens"].mean()), 1),
-            "invalid_action_rate": round(float(g["invalid_actions"].sum() / max(1, g["steps"].sum())), 3),
+            "episodes": f["episodes"],
+            "successes": f["wins"],
+            "success_rate": round(f["success"], 1),
+            "success_ci95": f["ci95"],
+            "score": round(f["score"], 1),
+            "mean_steps": round(f["steps"], 2),
+            "mean_tokens": round(f["tokens"], 1),
+            "invalid_action_rate": round(f["invalid_rate"], 3),
             "per_type_success": {t: round(100 * float(x["won"].mean()), 1) for t, x in g.groupby("task_type")},
         }
     return out

@@ -39,7 +39,7 @@ def resolve_backend(cfg, say=print) -> str:
 
 def server_spec(cfg, engine: str, adapters: dict[str, str] | None = None) -> ServerSpec:
     """How a stage starts its server: the profile's model (vLLM: its vllm_model), LoRA modules for stage 06."""
-    from .models import model_path
+    from .checkpoints import model_path
     from .profiles import get_profile
 
     prof = get_profile(cfg.profile)
@@ -61,7 +61,7 @@ def start_server(cfg, engine: str, adapters: dict[str, str] | None = None) -> Ma
     return ManagedServer(server_spec(cfg, engine, adapters), cfg.stage_dir / f"{engine}.log").start()
 
 
-def make_backend(cfg) -> tuple[object, str]:
+def make_backend(cfg) -> tuple[ChatBackend, str]:
     """The backend a rollout config asks for, and the model name to log with each episode.
 
     Call `backend.close()` when the stage is done with it: a server the stage started is stopped then (and in any

@@ -27,10 +27,20 @@ class BackendError(RuntimeError):
 
 
 class ChatBackend(Protocol):
+    """What the rollouts, the LLM hint extractor and the LLM hint selector ask of a model: answers to chats.
+    TransformersBackend (in process) and OpenAIBackend (a server) are the two."""
+
     name: str
 
     def generate(self, chats: list[list[dict]], max_new_tokens: int = 64, stop: list[str] | None = None) -> list[Completion]:
         ...
+
+
+def json_mode_kwargs(backend: ChatBackend) -> dict:
+    """`json_mode=True` for a backend that can enforce JSON answers (OpenAI-compatible servers), else nothing."""
+    import inspect
+
+    return {"json_mode": True} if "json_mode" in inspect.signature(backend.generate).parameters else {}
 
 
 # Greedy decoding, every setting explicit. Qwen2.5-Instruct's generation_config.json asks for sampling with

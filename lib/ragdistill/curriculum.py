@@ -19,7 +19,9 @@ import random
 import re
 from dataclasses import dataclass
 
-from .hints import GENERIC, Hint, appliance_hint, location_hint, location_of, source_place
+from .alfworld_env import folder_names
+from .alfworld_hints import GENERIC, appliance_hint, location_hint, location_of, source_place
+from .hints import Hint
 from .paths import cache_dir
 
 # The generic rules a reserved game's bank holds, per task type (the extractor's templates, unfilled).
@@ -42,16 +44,11 @@ class Mix:
     max_visits: int = 8
 
 
-def target_of(game_id: str) -> str:
-    """The task's object type from the folder name `<type>-<Object>-<Mrecep>-<Receptacle>-<scene>`."""
-    return game_id.split("/")[1].split("-")[1].lower()
-
-
 def demo_bank(records: list[dict]) -> dict[str, list[Hint]]:
     """Hints of the reserved games, per task type, made with the heuristic extractor's templates."""
     texts: dict[str, dict[str, str]] = {}
     for r in records:
-        ttype, obj = r["task_type"], target_of(r["game_id"])
+        ttype, obj = r["task_type"], folder_names(r["game_id"])[0]
         own = texts.setdefault(ttype, {})
         place = source_place(r["game_id"], obj)
         if place:
@@ -106,7 +103,7 @@ def search_demo(game_id: str, guides: tuple[str, ...] = (), max_visits: int = 8)
 
     game = get_game(game_id)
     plan = walkthrough(game)
-    target = target_of(game_id)
+    target = folder_names(game_id)[0]
     take_at = next(i for i, a in enumerate(plan) if a.startswith("take "))
     plan_instance, plan_place = re.match(r"take (.+?) from (.+)$", plan[take_at]).groups()
     first_go = next(i for i, a in enumerate(plan) if a.startswith("go to "))
@@ -192,7 +189,7 @@ def alfworld_demos(games: list, mix: Mix, workers: int = 2) -> list[dict]:
     else:
         plain = cached_replays(games, folder / f"reserved-detours{mix.detours}.jsonl", workers=workers, detours=mix.detours)
     blocks = hint_blocks([{"game_id": g.game_id, "task_type": g.task_type, **r} for g, r in zip(games, plain)], mix)
-    guides = [guides_of(b, target_of(g.game_id)) for g, b in zip(games, blocks)]
+    guides = [guides_of(b, folder_names(g.game_id)[0]) for g, b in zip(games, blocks)]
     if mix.search == "ordered":
         records = _cached([(g.game_id, gd) for g, gd in zip(games, guides)], file, workers)
     else:

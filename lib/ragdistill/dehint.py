@@ -1,8 +1,7 @@
 """Hint removal: the teacher's successful episodes become hint-free chat examples for the student.
 
 An example is the episode exactly as the agent saw and wrote it at inference (same system prompt, same
-first observation with the room description, same answers and replies, issue "Agents and batched
-rollouts"), with the hint block left out of the system prompt and, unless configured otherwise, the
+first observation with the room description, same answers and replies), with the hint block left out of the system prompt and, unless configured otherwise, the
 few-shot examples too. A leak check then refuses to pass any example that still holds a hint.
 """
 
@@ -14,7 +13,8 @@ from dataclasses import dataclass, field
 from .agents import HINT_BEGIN, HINT_END, HINT_PREAMBLE, get_agent
 from .config import MAX_EXAMPLE_TOKENS
 from .envs import env_of, is_training_task
-from .hints import task_names
+from .episodes import episode_key
+from .alfworld_hints import task_names
 
 
 class LeakError(RuntimeError):
@@ -88,7 +88,7 @@ def build_examples(
     report = BuildReport(episodes=len(records))
     examples = []
     for r in records:
-        key = f"{r['game_id']}|{r['agent']}|{r['condition']}|{r['seed']}"
+        key = episode_key(r["game_id"], r["agent"], r["condition"], r["seed"])
         if not r["won"]:
             report.not_won += 1
             continue

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from .alfworld_env import folder_names
+
 START = "the middle of the room"
 
 
@@ -15,14 +17,9 @@ def _an(word: str) -> str:
     return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
-def target_object(game_id: str) -> str:
-    """The task's object type from the folder name `<type>-<Object>-<Mrecep>-<Receptacle>-<scene>`."""
-    return game_id.split("/")[1].split("-")[1].lower()
-
-
 def annotate(record: dict) -> list[dict]:
     """Per step: a thought, the action, the observation, and the location and inventory before acting."""
-    obj = record.get("target") or target_object(record["game_id"])
+    obj = record.get("target") or folder_names(record["game_id"])[0]
     steps = record["steps"]
     location, inventory, transformed = START, [], False
     out = []

@@ -13,8 +13,8 @@ import os
 import threading
 from dataclasses import asdict
 
-from .alfworld_env import Step
 from .envs import open_env
+from .episodes import Step
 
 
 def _serve(conn) -> None:

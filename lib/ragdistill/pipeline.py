@@ -11,9 +11,9 @@ from pathlib import Path
 
 from .io import atomic_write_json
 from .paths import PROJECT_ROOT, outputs_dir
-from .profiles import UnknownProfileError, get_profile
+from .profiles import RECIPES, UnknownProfileError, get_profile
 
-# notebook file stem -> the stage folder it writes (DESIGN.md, Stage contract)
+# notebook file stem -> the stage folder it writes (each stage reads earlier folders and writes only its own)
 STAGES = {
     "00_environment_tour": "00_tour",
     "01_failure_collection": "01_failures",
@@ -30,23 +30,9 @@ def notebook_of(stage: str) -> str:
     return next((nb for nb, st in STAGES.items() if st == stage), stage)
 
 
-# Sizes for the chain as `make run` executes it, per profile; a notebook's own defaults apply otherwise.
-# The CPU profiles play short, few episodes: without a GPU every step re-reads the whole episode.
-CHAIN_PARAMS: dict[str, dict[str, dict]] = {
-    "smoke": {
-        "01_failure_collection": {"n_games": 6, "max_steps": 15},
-        "03_teacher_generation": {"max_steps": 15},
-        # A handful of examples: a few passes at a higher rate, or the students learn nothing.
-        "05_student_training": {"effective_batch": 2, "epochs": 3.0, "learning_rate": 2e-3},
-        "06_evaluation": {"n_games": 6, "max_steps": 15},
-    },
-    "cpu": {
-        "01_failure_collection": {"n_games": 12, "max_steps": 15, "fewshot": False},
-        "03_teacher_generation": {"max_steps": 15, "fewshot": False},
-        "05_student_training": {"effective_batch": 2, "epochs": 2.0, "learning_rate": 5e-4},
-        "06_evaluation": {"n_games": 12, "max_steps": 15, "fewshot": False},
-    },
-}
+# Sizes for the chain as `make run` executes it, per profile (the `chain` part of recipes/<profile>.yaml); a
+# notebook's own defaults apply otherwise.
+CHAIN_PARAMS: dict[str, dict[str, dict]] = {name: recipe["chain"] for name, recipe in RECIPES.items()}
 
 
 def kernel_name() -> str:

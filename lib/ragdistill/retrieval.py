@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .completion import ChatBackend
 from .hints import Hint
 
 RETRIEVERS = ("bm25", "embedding", "llm")
@@ -162,7 +163,7 @@ class LLMSelector:
 
     name = "llm"
 
-    def __init__(self, bank: dict[str, list[Hint]], backend, max_new_tokens: int = 48, shortlist: int = 40):
+    def __init__(self, bank: dict[str, list[Hint]], backend: ChatBackend, max_new_tokens: int = 48, shortlist: int = 40):
         if shortlist < 0:
             raise ValueError("shortlist must be >= 0 (0: the whole bank)")
         self.bank = bank
@@ -188,7 +189,7 @@ class LLMSelector:
 
     def retrieve_many(self, requests: list[tuple[str, str]], k: int = 3) -> list[list[Hint]]:
         """One batched call for many (task_type, query) pairs."""
-        import inspect
+        from .completion import json_mode_kwargs
 
         out: list[list[Hint] | None] = [None] * len(requests)
         asks = [(i, t, q) for i, (t, q) in enumerate(requests) if len(self.bank.get(t, [])) > k]
@@ -196,9 +197,8 @@ class LLMSelector:
             if out[i] is None and len(self.bank.get(t, [])) <= k:
                 out[i] = list(self.bank.get(t, []))
         if asks:
-            kwargs = {"json_mode": True} if "json_mode" in inspect.signature(self.backend.generate).parameters else {}
             answers = self.backend.generate([self.messages(t, q, k) for _, t, q in asks],
-                                            max_new_tokens=self.max_new_tokens, **kwargs)
+                                            max_new_tokens=self.max_new_tokens, **json_mode_kwargs(self.backend))
             for (i, t, q), answer in zip(asks, answers):
                 hints = self.candidates(t, q)
                 idx, ok = parse_indices(answer.text, len(hints), k)
@@ -211,7 +211,7 @@ class LLMSelector:
         return self.retrieve_many([(task_type, query)], k)[0]
 
 
-def make_retriever(name: str, bank: dict[str, list[Hint]], backend=None):
+def make_retriever(name: str, bank: dict[str, list[Hint]], backend: ChatBackend | None = None):
     """A retriever by name; the LLM selector needs a chat backend."""
     if name == "bm25":
         return BM25Retriever(bank)

@@ -5,138 +5,27 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from tqdm.auto import tqdm
 
 from .agents import get_agent
+from .completion import ChatBackend
 from .envpool import EnvPool
 from .envs import get_task
+from .episodes import (  # EpisodeSpec, RolloutConfig, episode_key: the stages import them from here too
+    EpisodeSpec,
+    HintSource,
+    LiveEpisode,
+    RolloutConfig,
+    RolloutStats,
+    episode_key,
+    episode_record,
+    stop_reason,
+    take_step,
+)
 from .io import append_jsonl, read_jsonl
-
-
-@dataclass(frozen=True)
-class EpisodeSpec:
-    """One episode to play: which game, which agent, under which condition, with which hints."""
-
-    game_id: str
-    agent: str
-    condition: str = "base"
-    seed: int = 0
-    hints: tuple[str, ...] = ()
-
-    @property
-    def key(self) -> str:
-        return episode_key(self.game_id, self.agent, self.condition, self.seed)
-
-
-def episode_key(game_id: str, agent: str, condition: str, seed: int) -> str:
-    return f"{game_id}|{agent}|{condition}|{seed}"
-
-
-@dataclass
-class RolloutConfig:
-    """Stop rules and batching (the paper: ALFWorld 50 steps, WebShop 15; stop after 5 identical actions in a row)."""
-
-    max_steps: int = 50
-    repeat_limit: int = 5
-    batch_size: int = 8
-    workers: int = 0
-    fewshot: bool = True
-    max_new_tokens: int | None = None  # None: the agent's own default
-    concurrency: int = 0  # > 0 with a server backend: episodes step on their own, this many requests in flight
-
-
-@dataclass
-class _Live:
-    spec: EpisodeSpec
-    slot: int
-    task_type: str
-    split: str
-    first_observation: str
-    task: str
-    env: str = "alfworld"
-    turns: list[tuple[str, str]] = field(default_factory=list)
-    trajectory: list[dict] = field(default_factory=list)
-    actions: list[str] = field(default_factory=list)
-    reward: float = 0.0
-    started: float = field(default_factory=time.perf_counter)
-
-
-@dataclass
-class RolloutStats:
-    """Where the time went (model vs environments) and how much was done."""
-
-    episodes: int = 0
-    steps: int = 0
-    model_seconds: float = 0.0
-    env_seconds: float = 0.0
-    wall_seconds: float = 0.0
-    retrieval_seconds: float = 0.0
-    skipped: int = 0
-
-
-# (spec, task type, first observation, task) for each starting episode -> hint texts for each
-HintSource = Callable[[list[tuple["EpisodeSpec", str, str, str]]], list[list[str]]]
-
-
-def _stop_reason(live: _Live, won: bool, done: bool, cfg: RolloutConfig) -> str | None:
-    if won:
-        return "won"
-    if done:
-        return "done"  # WebShop: something was bought, short of a full match
-    if len(live.trajectory) >= cfg.max_steps:
-        return "max_steps"
-    last = live.actions[-cfg.repeat_limit :]
-    if cfg.repeat_limit and len(last) == cfg.repeat_limit and len(set(last)) == 1:
-        return "repeated_action"
-    return None
-
-
-def _record(live: _Live, won: bool, reason: str, model: str) -> dict:
-    s = live.spec
-    return {
-        "game_id": s.game_id,
-        "split": live.split,
-        "task_type": live.task_type,
-        "agent": s.agent,
-        "condition": s.condition,
-        "model": model,
-        "seed": s.seed,
-        "won": won,
-        "reward": live.reward,
-        "steps": len(live.trajectory),
-        "stop_reason": reason,
-        "task": live.task,
-        "first_observation": live.first_observation,
-        "hints": list(s.hints),
-        "prompt_tokens": sum(t["prompt_tokens"] for t in live.trajectory),
-        "completion_tokens": sum(t["completion_tokens"] for t in live.trajectory),
-        "invalid_actions": sum(not t["valid"] for t in live.trajectory),
-        "seconds": round(time.perf_counter() - live.started, 2),
-        "trajectory": live.trajectory,
-    }
-
-
-def take_step(live: _Live, comp, parsed, res) -> None:
-    """Record one step of an episode: the answer, the action read from it, the game's reply."""
-    live.trajectory.append(
-        {
-            "prompt_tokens": comp.prompt_tokens,
-            "completion_tokens": comp.completion_tokens,
-            "finish_reason": comp.finish_reason,
-            "output": comp.text,
-            "action": parsed.action,
-            "parsed": parsed.parsed,
-            "observation": res.observation,
-            "valid": parsed.parsed and res.admissible,
-        }
-    )
-    live.turns.append((comp.text, res.observation))
-    live.actions.append(parsed.action)
-    live.reward = max(live.reward, res.reward)
+from .rollout_async import run_async
 
 
 def completed_keys(path: Path) -> set[str]:
@@ -146,7 +35,7 @@ def completed_keys(path: Path) -> set[str]:
 
 def run_rollouts(
     specs: list[EpisodeSpec],
-    backend,
+    backend: ChatBackend,
     out_path: str | Path,
     model_name: str,
     cfg: RolloutConfig = RolloutConfig(),
@@ -171,13 +60,11 @@ def run_rollouts(
     if not todo:
         return stats
     if cfg.concurrency > 0 and hasattr(backend, "one"):
-        from .rollout_async import run_async
-
         return run_async(todo, backend, out_path, model_name, cfg, stats, progress, hint_source)
     start = time.perf_counter()
     bar = tqdm(total=len(todo), desc="episodes", disable=not progress)
     queue = list(todo)
-    live: list[_Live] = []
+    live: list[LiveEpisode] = []
     free_slots = list(range(cfg.batch_size))
     with EnvPool(cfg.workers) as pool:
         while queue or live:
@@ -198,7 +85,7 @@ def run_rollouts(
                     starting = [(slot, dataclasses.replace(spec, hints=tuple(h)))
                                 for (slot, spec), h in zip(starting, retrieved)]
                 for (slot, spec), game, (observation, task) in zip(starting, games, firsts):
-                    live.append(_Live(spec, slot, game.task_type, game.split, observation, task, game.env))
+                    live.append(LiveEpisode(spec, slot, game.task_type, game.split, observation, task, game.env))
             # One model call for every live episode.
             chats, agents = [], []
             for ep in live:
@@ -219,9 +106,9 @@ def run_rollouts(
             for ep, chat, comp, p, res in zip(live, chats, completions, parsed, results):
                 take_step(ep, comp, p, res)
                 stats.steps += 1
-                reason = _stop_reason(ep, res.won, res.done, cfg)
+                reason = stop_reason(ep, res.won, res.done, cfg)
                 if reason:
-                    append_jsonl(out_path, _record(ep, res.won, reason, model_name))
+                    append_jsonl(out_path, episode_record(ep, res.won, reason, model_name))
                     ended.append(chat)
                     pool.release(ep.slot)
                     free_slots.append(ep.slot)

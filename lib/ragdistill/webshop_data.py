@@ -295,8 +295,3 @@ def list_goals(split: str) -> list[Goal]:
 def get_goal(goal_id: str) -> Goal:
     """Look a goal up by its id."""
     return load_shop().goal(goal_id)
-
-
-def get_product(asin: str) -> Product:
-    """Look a product up by its id."""
-    return load_shop().products[asin]

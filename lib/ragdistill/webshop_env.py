@@ -10,7 +10,7 @@ webshop_reward) on WebShop's done page. In a rollout loop:
 
     env = WebShopEnv(get_goal(goal_id))       # or WebShopEnv(goal_id); goals from list_goals("test")
     observation, instruction = env.reset()
-    step = env.step("search[red dress]")      # WebShopStep(observation, done, won, admissible, reward)
+    step = env.step("search[red dress]")      # Step(observation, done, won, admissible, reward)
     ...                                       # env.reward: the episode's reward (0 until a purchase)
 """
 
@@ -24,13 +24,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .episodes import Step
 from .paths import cache_dir
 from .webshop_data import WEBSHOP_CATEGORIES, WEBSHOP_SPLITS, Goal, Product, Shop, get_goal, list_goals, load_shop
 from .webshop_reward import Reward, purchase_reward
 from .webshop_search import TOP_K, SearchIndex
 
 # The goal helpers are re-exported so a rollout loop needs only this module.
-__all__ = ["WEBSHOP_CATEGORIES", "WEBSHOP_SPLITS", "Goal", "SearchIndex", "WebShopEnv", "WebShopStep", "get_goal",
+__all__ = ["WEBSHOP_CATEGORIES", "WEBSHOP_SPLITS", "Goal", "SearchIndex", "Step", "WebShopEnv", "get_goal",
            "list_goals", "oracle_actions"]
 
 SEP = " [SEP] "
@@ -87,17 +88,6 @@ def shop_index(shop: Shop) -> SearchIndex:
             _INDEXES[key] = SearchIndex.build([p.search_text() for p in products], [p.asin for p in products])
             _INDEXES[key].save(folder)
     return _INDEXES[key]
-
-
-@dataclass
-class WebShopStep:
-    """What one action did (the ALFWorld Step's fields plus the purchase reward)."""
-
-    observation: str
-    done: bool
-    won: bool
-    admissible: bool  # did the action do something (WebShop itself silently ignores the others)
-    reward: float = 0.0
 
 
 @dataclass
@@ -221,20 +211,20 @@ class WebShopEnv:
         self._rng = random.Random(f"webshop-random-search:{self.goal.goal_id}")
         return self.observation(), self.task
 
-    def step(self, action: str) -> WebShopStep:
+    def step(self, action: str) -> Step:
         """Take one action; one WebShop would ignore leaves the page as it was and is not admissible."""
         s = self._require()
         if s.page == "done":
             # No exception: a loop that stops only on `won` (ALFWorld's habit) must not crash on a lost purchase.
             text = "The episode is over: something was bought. Call reset() to start again."
-            return WebShopStep(text, True, self.purchase.won, False, self.reward)
+            return Step(text, True, self.purchase.won, False, self.reward)
         parsed = parse_action(action)
         if parsed is None or not self._apply(*parsed):
-            return WebShopStep(self.observation(), False, False, False)
+            return Step(self.observation(), False, False, False)
         if s.page == "done":
             r = self.purchase
-            return WebShopStep(self.observation(), True, r.won, True, r.reward)
-        return WebShopStep(self.observation(), False, False, True)
+            return Step(self.observation(), True, r.won, True, r.reward)
+        return Step(self.observation(), False, False, True)
 
     def search_results(self, query: str) -> list[str]:
         """Product ids a search lists, as WebShop's engine finds them (its listing shortcuts included)."""
@@ -310,7 +300,7 @@ def oracle_actions(env: WebShopEnv, max_pages: int = TOP_K // PAGE_SIZE) -> list
     env.reset()
     goal, taken = env.goal, []
 
-    def act(action: str) -> WebShopStep:
+    def act(action: str) -> Step:
         taken.append(action)
         return env.step(action)
 

@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .webshop_data import Product, Shop, load_shop
+from .webshop_data import Product, Shop
 from .webshop_env import WebShopEnv, parse_action
 from .webshop_reward import attributes_matched, goal_options, options_matched
 

@@ -1,158 +1,12 @@
-"""Typed notebook configs: papermill parameters in, a validated dataclass out."""
+"""The configs of the stages that play, extract and rewrite episodes: notebooks 00-04 and 06."""
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from .io import atomic_write_json
-from .paths import outputs_dir
-from .profiles import get_profile
-
-_PLAIN = (str, int, float, bool, type(None), list, tuple, dict)
-
-# The longest training example, in tokens, for stage 04 (hint removal) and stage 05 (training) alike: a 50-step
-# StateAct episode without few-shot examples is about 4k tokens. Longer ones are dropped or kept whole, never cut.
-MAX_EXAMPLE_TOKENS = 8192
-_IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
-
-
-class ConfigError(ValueError):
-    """A notebook parameter is unknown or has the wrong type; the message says which and what is allowed."""
-
-
-def _type_ok(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if tp is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_type_ok(value, arg) for arg in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:  # an int is a fine float (papermill passes 1 for 1.0)
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if origin in (list, tuple):
-        (item,) = typing.get_args(tp)[:1] or (Any,)
-        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    if origin is typing.Literal:
-        return value in typing.get_args(tp)
-    return isinstance(value, tp)
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-@dataclass
-class StageConfig:
-    """Parameters every stage shares; subclasses add their own fields."""
-
-    STAGE: ClassVar[str] = ""
-
-    profile: str = "smoke"
-    env: str = "alfworld"  # the benchmark: "alfworld" or "webshop"; every stage of a run uses the same
-    run: str = ""  # folder name under outputs/runs/; empty: "<profile>-dev" ("<profile>-webshop-dev" on WebShop)
-    seed: int = 0
-
-    @classmethod
-    def from_params(cls, params: dict[str, Any]):
-        """Build the config, rejecting unknown names and wrong types with one clear message."""
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        problems = []
-        for key, value in params.items():
-            if key not in names:
-                close = difflib.get_close_matches(key, names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                problems.append(f"unknown parameter {key!r}{hint}")
-            elif not _type_ok(value, hints[key]):
-                problems.append(f"{key}={value!r} should be {_type_name(hints[key])}, not {type(value).__name__}")
-        if problems:
-            raise ConfigError(
-                f"{cls.__name__}: " + "; ".join(problems) + f". Known parameters: {', '.join(names)}."
-            )
-        cfg = cls(**{k: list(v) if isinstance(v, tuple) else v for k, v in params.items()})
-        cfg.validate()
-        return cfg
-
-    @classmethod
-    def from_globals(cls, namespace: dict[str, Any]):
-        """Collect the parameters cell's variables (plain values) from a notebook's globals()."""
-        params = {
-            k: v
-            for k, v in namespace.items()
-            if not k.startswith("_") and k not in _IPYTHON_NAMES and isinstance(v, _PLAIN)
-        }
-        try:
-            return cls.from_params(params)
-        except ConfigError as err:
-            raise ConfigError(f"{err} (In JupyterLab, restart the kernel and run from the top.)") from None
-
-    def validate(self) -> None:
-        """Checks beyond types; subclasses extend. Unknown profiles fail here."""
-        get_profile(self.profile)
-        from .envs import ENVS
-
-        if self.env not in ENVS:
-            raise ConfigError(f"env={self.env!r}: choose one of {', '.join(ENVS)}")
-        if self.run and ("/" in self.run or self.run.startswith(".")):
-            raise ConfigError(f"run={self.run!r} must be a plain folder name, not a path")
-
-    @property
-    def run_name(self) -> str:
-        return self.run or (f"{self.profile}-dev" if self.env == "alfworld" else f"{self.profile}-{self.env}-dev")
-
-    @property
-    def run_dir(self) -> Path:
-        return outputs_dir() / "runs" / self.run_name
-
-    @property
-    def stage_dir(self) -> Path:
-        """outputs/runs/<run>/<NN_stage>/, created on first use."""
-        path = self.run_dir / self.STAGE
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
-    def input_file(self, stage: str, name: str) -> Path:
-        """A file an earlier stage of the same run wrote; a missing one says which notebook to run first."""
-        path = self.run_dir / stage / name
-        if not path.is_file():
-            from .pipeline import notebook_of
-
-            raise FileNotFoundError(
-                f"{path} not found: stage {stage} has not finished in run {self.run_name!r}. Run notebook "
-                f"{notebook_of(stage)}.ipynb with run={self.run_name!r} first (or `make run RUN={self.run_name}`, "
-                "which runs every stage in order)."
-            )
-        written = self.run_dir / stage / "config.json"
-        if written.is_file():
-            import json
-
-            env = json.loads(written.read_text()).get("env", "alfworld")
-            if env != self.env:
-                raise ConfigError(
-                    f"run {self.run_name!r} played {env} in stage {stage}, but this notebook has env={self.env!r}: "
-                    f"use the same env in every stage of a run (or another run name)."
-                )
-        return path
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def save(self) -> Path:
-        """Write the resolved config beside the stage's data."""
-        return atomic_write_json(self.stage_dir / "config.json", {"stage": self.STAGE, **self.to_dict()})
+from ..profiles import get_profile
+from .base import MAX_EXAMPLE_TOKENS, ConfigError, StageConfig, is_local_profile
 
 
 @dataclass
@@ -168,8 +22,8 @@ class TourConfig(StageConfig):
 
     def validate(self) -> None:
         super().validate()
-        from .data import ALFWORLD_SPLITS
-        from .webshop_data import WEBSHOP_SPLITS
+        from ..data import ALFWORLD_SPLITS
+        from ..webshop_data import WEBSHOP_SPLITS
 
         splits = ALFWORLD_SPLITS if self.env == "alfworld" else WEBSHOP_SPLITS
         if self.split and self.split not in splits:
@@ -179,7 +33,7 @@ class TourConfig(StageConfig):
 
     @property
     def resolved_split(self) -> str:
-        from .envs import EVAL_SPLIT
+        from ..envs import EVAL_SPLIT
 
         return self.split or EVAL_SPLIT[self.env]
 
@@ -206,12 +60,12 @@ class RolloutStageConfig(StageConfig):
 
     def validate(self) -> None:
         super().validate()
-        from .agents import AGENTS
+        from ..agents import AGENTS
 
         unknown = [a for a in self.agents if a not in AGENTS]
         if unknown or not self.agents:
             raise ConfigError(f"agents={self.agents!r}: choose from {', '.join(AGENTS)}")
-        from .server import BACKENDS
+        from ..server import BACKENDS
 
         if self.backend not in BACKENDS:
             raise ConfigError(f"backend={self.backend!r}: choose one of {', '.join(map(repr, BACKENDS))}")
@@ -226,7 +80,7 @@ class RolloutStageConfig(StageConfig):
 
     @property
     def step_limit(self) -> int:
-        from .envs import MAX_STEPS
+        from ..envs import MAX_STEPS
 
         return self.max_steps or MAX_STEPS[self.env]
 
@@ -247,7 +101,7 @@ class RolloutStageConfig(StageConfig):
 
     def rollout_config(self, fewshot: bool | None = None):
         """The rollout engine's settings (stop rules, batch, workers); `fewshot` overrides the stage's."""
-        from .rollout import RolloutConfig
+        from ..rollout import RolloutConfig
 
         return RolloutConfig(self.step_limit, self.repeat_limit, self.rollout_batch, self.env_workers,
                              self.use_fewshot if fewshot is None else fewshot, concurrency=self.requests_in_flight)
@@ -272,10 +126,6 @@ class FailureConfig(RolloutStageConfig):
             raise ConfigError("n_games must be >= 1")
 
 
-def _local_profile(profile: str) -> bool:
-    return get_profile(profile).source in ("smoke", "gguf")
-
-
 @dataclass
 class HintConfig(StageConfig):
     """Notebook 02: hints from the failures of stage 1."""
@@ -295,7 +145,7 @@ class HintConfig(StageConfig):
         super().validate()
         if self.extractor not in ("auto", "heuristic", "llm"):
             raise ConfigError(f"extractor={self.extractor!r}: choose 'auto', 'heuristic' or 'llm'")
-        if self.extractor == "llm" and _local_profile(self.profile) and not self.base_url:
+        if self.extractor == "llm" and is_local_profile(self.profile) and not self.base_url:
             raise ConfigError(
                 f"extractor='llm' on the offline profile {self.profile!r} needs base_url (a local OpenAI-compatible "
                 "server such as `transformers serve` or vLLM): the smoke and cpu profiles never use the network."
@@ -309,7 +159,7 @@ class HintConfig(StageConfig):
 
     @property
     def hints_per_failure(self) -> int:
-        from .envs import MAX_HINTS
+        from ..envs import MAX_HINTS
 
         return self.max_hints or MAX_HINTS[self.env]
 
@@ -319,7 +169,7 @@ class HintConfig(StageConfig):
 
         if self.extractor != "auto":
             return self.extractor
-        if not _local_profile(self.profile) and os.environ.get("OPENAI_API_KEY"):
+        if not is_local_profile(self.profile) and os.environ.get("OPENAI_API_KEY"):
             return "llm"
         return "heuristic"
 
@@ -351,7 +201,7 @@ class TeacherConfig(RolloutStageConfig):
     def resolved_retriever(self) -> str:
         if self.retriever != "auto":
             return self.retriever
-        return "bm25" if _local_profile(self.profile) else "llm"
+        return "bm25" if is_local_profile(self.profile) else "llm"
 
 
 @dataclass
@@ -386,8 +236,8 @@ class EvalConfig(RolloutStageConfig):
 
     def validate(self) -> None:
         super().validate()
-        from .envs import EVAL_SPLITS
-        from .evaluation import CONDITIONS
+        from ..envs import EVAL_SPLITS
+        from ..evaluation import CONDITIONS
 
         if self.split and self.split not in EVAL_SPLITS[self.env]:
             raise ConfigError(f"split={self.split!r}: evaluate {self.env} on {' or '.join(map(repr, EVAL_SPLITS[self.env]))}")
@@ -403,13 +253,10 @@ class EvalConfig(RolloutStageConfig):
     def resolved_retriever(self) -> str:
         if self.retriever != "auto":
             return self.retriever
-        return "bm25" if _local_profile(self.profile) else "llm"
+        return "bm25" if is_local_profile(self.profile) else "llm"
 
     @property
     def resolved_split(self) -> str:
-        from .envs import EVAL_SPLIT
+        from ..envs import EVAL_SPLIT
 
         return self.split or EVAL_SPLIT[self.env]
-
-
-__all__ = ["ConfigError", "DehintConfig", "EvalConfig", "FailureConfig", "HintConfig", "TeacherConfig", "RolloutStageConfig", "StageConfig", "TourConfig", "field"]
