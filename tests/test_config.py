@@ -84,11 +84,44 @@ def test_unknown_profile_is_one_clear_paragraph():
 def test_from_globals_takes_plain_values_only():
     import math
 
-    namespace = {"profile": "smoke", "game_index": 2, "math": math, "TourConfig": TourConfig, "In": [], "_x": 1}
+    namespace = {"profile": "smoke", "run": "r", "game_index": 2, "math": math, "TourConfig": TourConfig, "_x": 1}
     cfg = TourConfig.from_globals(namespace)
     assert cfg.game_index == 2
     with pytest.raises(ConfigError, match="restart the kernel"):
         TourConfig.from_globals({**namespace, "observation": "text"})
+
+
+PARAMS = 'profile = "smoke"\nenv = "alfworld"\nrun = "tour"\nseed = 0\ngame_index = 0\nsplit = ""  # empty: the evaluation split\n'
+CONFIG = "from ragdistill.config import TourConfig\n\ncfg = TourConfig.from_globals(globals())\n"
+
+
+def test_the_config_cell_runs_again_after_later_cells(outputs):
+    """JupyterLab: edit a parameter, run from the parameters cell down; the later cells' variables do not count."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.reset()
+
+    def run(source: str):
+        result = shell.run_cell(source, store_history=True)
+        if result.error_in_exec:
+            raise result.error_in_exec
+        return shell.user_ns
+
+    assert run(PARAMS) and run(CONFIG)["cfg"].game_index == 0
+    run("picked = ['a hint']\nsplit = 'valid_seen'\nenv = object()\nseed = 'x'")  # later cells
+    assert run(PARAMS.replace("game_index = 0", "game_index = 3")) and run(CONFIG)["cfg"].game_index == 3
+    assert shell.user_ns["cfg"].split == "" and shell.user_ns["cfg"].env == "alfworld" and shell.user_ns["cfg"].seed == 0
+    assert run(CONFIG)["cfg"].game_index == 3  # the config cell alone, again: the parameters cell's last run
+    # papermill's injected cell follows the parameters cell and wins; a misspelt name in it is reported
+    assert run(PARAMS) and run('# Parameters\ngame_index = 5\n') and run(CONFIG)["cfg"].game_index == 5
+    run(PARAMS + "gmae_index = 1\n")
+    with pytest.raises(ConfigError, match="unknown parameter 'gmae_index'.*Fix the parameters cell"):
+        run(CONFIG)
+    assert run(PARAMS) and run(CONFIG)["cfg"].game_index == 0  # fixed: no kernel restart needed
+    run("game_index = 7")  # a stray cell of assignments is not the parameters cell
+    assert run(CONFIG)["cfg"].game_index == 0
+    shell.reset()
 
 
 def test_saved_config_lands_in_the_stage_folder(outputs):

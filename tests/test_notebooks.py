@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from ragdistill.nbcheck import check_kwargs, check_notebook
-from ragdistill.pipeline import STAGES, notebooks
+from ragdistill.pipeline import STAGES, declared_parameters, notebooks
 
 NOTEBOOKS = notebooks()
 
@@ -78,3 +78,18 @@ def test_chain_settings_go_to_the_notebooks_that_have_them(outputs):
     with pytest.raises(ValueError, match="no notebook has a parameter named backnd"):
         run_chain("smoke", run="x", settings={"backnd": "vllm"})
     assert _setting("concurrency=64") == ("concurrency", 64) and _setting("base_url=http://h:8000/v1") == ("base_url", "http://h:8000/v1")
+
+
+def test_parameters_cells_name_every_field_of_their_config():
+    """The config cell finds the parameters cell by the names every one has (config.from_globals)."""
+    import dataclasses
+
+    from ragdistill import config
+    from ragdistill.train import StudentConfig
+
+    classes = [config.TourConfig, config.FailureConfig, config.HintConfig, config.TeacherConfig, config.DehintConfig,
+               StudentConfig, config.EvalConfig]
+    by_stage = {cls.STAGE: cls for cls in classes}
+    for nb in NOTEBOOKS:
+        fields = {f.name for f in dataclasses.fields(by_stage[STAGES[nb.stem]])}
+        assert declared_parameters(nb) == fields, nb.name
