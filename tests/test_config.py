@@ -1,13 +1,44 @@
+import re
+
 import pytest
 
 from ragdistill.config import ConfigError, TourConfig
 from ragdistill.profiles import UnknownProfileError, get_profile
 
 
-def test_defaults_are_valid():
+def test_defaults_are_valid(outputs):
     cfg = TourConfig.from_params({})
     assert cfg.profile == "smoke" and cfg.env == "alfworld" and cfg.resolved_split == "valid_unseen"
-    assert cfg.run_name == "smoke-dev"
+    assert re.fullmatch(r"smoke-\d{8}-\d{6}", cfg.run_name) and cfg.run == cfg.run_name  # as `make run` names runs
+
+
+def test_an_unnamed_run_continues_the_newest_make_run_run(outputs):
+    for name in ("cpu-20260101-090000", "cpu-20260102-090000", "cpu-webshop-20260103-090000", "cpu-mine", "gpu-7b-x"):
+        (outputs / "runs" / name).mkdir(parents=True)
+    assert TourConfig.from_params({"profile": "cpu"}).run_dir == outputs / "runs" / "cpu-20260102-090000"
+    assert TourConfig.from_params({"profile": "cpu", "env": "webshop"}).run == "cpu-webshop-20260103-090000"
+    assert TourConfig.from_params({"profile": "cpu", "run": "cpu-mine"}).run == "cpu-mine"
+    fresh = TourConfig.from_params({"profile": "gpu-7b"}).run
+    assert re.fullmatch(r"gpu-7b-\d{8}-\d{6}", fresh) and not (outputs / "runs" / fresh).exists()
+
+
+def test_an_unnamed_run_is_the_folder_of_the_chain(outputs):
+    from ragdistill.pipeline import run_chain
+
+    chain = run_chain("smoke", only=["no-such-stage"])  # names and creates the run folder, plays nothing
+    assert TourConfig.from_params({"profile": "smoke"}).run_dir == chain
+
+
+def test_auto_profile_is_cpu_or_the_gpu_profile_with_cuda(outputs, monkeypatch):
+    import torch
+
+    from ragdistill.profiles import default_profile
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_profile() == "cpu" and TourConfig.from_params({"profile": "auto"}).profile == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = TourConfig.from_params({"profile": "auto"})
+    assert cfg.profile == default_profile() == "gpu-7b" and cfg.run.startswith("gpu-7b-")
 
 
 def test_env_picks_the_benchmark_defaults():
@@ -19,7 +50,7 @@ def test_env_picks_the_benchmark_defaults():
     assert EvalConfig.from_params(web).resolved_split == "test"
     assert FailureConfig.from_params(web).step_limit == 15 and FailureConfig.from_params({}).step_limit == 50
     assert HintConfig.from_params(web).hints_per_failure == 2 and HintConfig.from_params({}).hints_per_failure == 4
-    assert TourConfig.from_params(web).run_name == "smoke-webshop-dev"
+    assert TourConfig.from_params(web).run_name.startswith("smoke-webshop-")
     gpu = {"profile": "gpu-7b"}
     assert (StudentConfig.from_params({**gpu, **web}).rank, StudentConfig.from_params({**gpu, **web}).alpha) == (16, 32)
     assert (StudentConfig.from_params(gpu).rank, StudentConfig.from_params(gpu).alpha) == (64, 128)
@@ -129,3 +160,13 @@ def test_saved_config_lands_in_the_stage_folder(outputs):
     path = cfg.save()
     assert path == outputs / "runs" / "r1" / "00_tour" / "config.json"
     assert '"stage": "00_tour"' in path.read_text()
+
+
+def test_saving_says_which_settings_differ_from_the_stage_s_first_start(outputs, capsys):
+    from ragdistill.config import FailureConfig
+
+    FailureConfig.from_params({"run": "r2", "max_steps": 15, "fewshot": False}).save()  # as the chain on cpu
+    FailureConfig.from_params({"run": "r2", "max_steps": 15, "fewshot": False}).save()
+    assert capsys.readouterr().out == ""
+    FailureConfig.from_params({"run": "r2"}).save()  # the notebook's own defaults
+    assert "started with max_steps=15, fewshot=False; this notebook has max_steps=0, fewshot=None" in capsys.readouterr().out

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .io import atomic_write_json
-from .paths import outputs_dir
-from .profiles import get_profile
+from .paths import default_run_name, outputs_dir
+from .profiles import default_profile, get_profile
 
 _PLAIN = (str, int, float, bool, type(None), list, tuple, dict)
 
@@ -99,10 +99,19 @@ class StageConfig:
 
     STAGE: ClassVar[str] = ""
 
-    profile: str = "smoke"
+    profile: str = "smoke"  # the library's default is the test model; "auto": cpu, or gpu-7b where CUDA is (the notebooks')
     env: str = "alfworld"  # the benchmark: "alfworld" or "webshop"; every stage of a run uses the same
-    run: str = ""  # folder name under outputs/runs/; empty: "<profile>-dev" ("<profile>-webshop-dev" on WebShop)
+    # Folder name under outputs/runs/; empty: the newest run `make run` started with this profile and env
+    # (<profile>[-<env>]-<date>-<time>), else a new one named the same way.
+    run: str = ""
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Resolved once: every later use of the config names the same model and the same folder.
+        if self.profile == "auto":
+            self.profile = default_profile()
+        if not self.run:
+            self.run = default_run_name(self.profile, self.env)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]):
@@ -161,7 +170,7 @@ class StageConfig:
 
     @property
     def run_name(self) -> str:
-        return self.run or (f"{self.profile}-dev" if self.env == "alfworld" else f"{self.profile}-{self.env}-dev")
+        return self.run
 
     @property
     def run_dir(self) -> Path:
@@ -201,8 +210,20 @@ class StageConfig:
         return dataclasses.asdict(self)
 
     def save(self) -> Path:
-        """Write the resolved config beside the stage's data."""
-        return atomic_write_json(self.stage_dir / "config.json", {"stage": self.STAGE, **self.to_dict()})
+        """Write the resolved config beside the stage's data, first saying which settings differ from the ones this
+        stage of the run was started with (a notebook stepping through a `make run` run has its own defaults)."""
+        path = self.stage_dir / "config.json"
+        if path.is_file():
+            import json
+
+            before = json.loads(path.read_text())
+            changed = {k: (before[k], v) for k, v in self.to_dict().items() if k in before and before[k] != v}
+            if changed:
+                print(f"Stage {self.STAGE} of run {self.run_name!r} was started with "
+                      + ", ".join(f"{k}={old!r}" for k, (old, _) in changed.items()) + "; this notebook has "
+                      + ", ".join(f"{k}={new!r}" for k, (_, new) in changed.items())
+                      + " (set them in the parameters cell to continue the run as it was started).")
+        return atomic_write_json(path, {"stage": self.STAGE, **self.to_dict()})
 
 
 @dataclass

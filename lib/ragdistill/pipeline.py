@@ -6,12 +6,11 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 from .io import atomic_write_json
-from .paths import PROJECT_ROOT, outputs_dir
-from .profiles import UnknownProfileError, get_profile
+from .paths import PROJECT_ROOT, new_run_name, outputs_dir
+from .profiles import UnknownProfileError, default_profile, get_profile
 
 # notebook file stem -> the stage folder it writes (DESIGN.md, Stage contract)
 STAGES = {
@@ -109,14 +108,17 @@ def run_chain(profile: str, run: str | None = None, extra: dict | None = None, o
     """Execute every notebook in order, skipping stages a resumed run already finished.
 
     `extra` goes to every notebook run; `settings` to each notebook whose parameters cell has the name (for
-    example backend and base_url go to the stages that play episodes only).
+    example backend and base_url go to the stages that play episodes only). `profile="auto"`: cpu, or gpu-7b where
+    a CUDA GPU is present (the notebooks' default too).
     """
     from .envs import check_env
 
+    if profile == "auto":
+        profile = default_profile()
+        print(f"profile: {profile} (the default on this machine)")
     get_profile(profile)
     check_env(env)
-    tag = profile if env == "alfworld" else f"{profile}-{env}"
-    name = Path(run).name if run else f"{tag}-{datetime.now():%Y%m%d-%H%M%S}"
+    name = Path(run).name if run else new_run_name(profile, env)
     run_dir = outputs_dir() / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -151,7 +153,8 @@ def run_chain(profile: str, run: str | None = None, extra: dict | None = None, o
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--profile", default="cpu", help="smoke, cpu, gpu-7b or gpu-14b")
+    parser.add_argument("--profile", default="auto",
+                        help="smoke, cpu, gpu-7b or gpu-14b; auto (the default): gpu-7b where a CUDA GPU is present, else cpu")
     parser.add_argument("--env", default="alfworld", help="alfworld or webshop")
     parser.add_argument("--run", default=None, help="name of a run folder under outputs/runs/ to resume")
     parser.add_argument("--only", nargs="*", help="run only these notebooks or stages")
