@@ -93,3 +93,18 @@ def test_parameters_cells_name_every_field_of_their_config():
     for nb in NOTEBOOKS:
         fields = {f.name for f in dataclasses.fields(by_stage[STAGES[nb.stem]])}
         assert declared_parameters(nb) == fields, nb.name
+
+
+def test_progress_bars_are_text_lines_in_headless_runs():
+    """pipeline.execute sets TEXT_PROGRESS for the kernels papermill starts; elsewhere tqdm.auto decides (widgets in
+    JupyterLab, with ipywidgets installed)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import tqdm.std, tqdm.auto, ragdistill.progress as p; print(p.tqdm is tqdm.std.tqdm, p.tqdm is tqdm.auto.tqdm)"
+    env = {k: v for k, v in os.environ.items() if k != "RAGDISTILL_TEXT_PROGRESS"}
+    plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    headless = subprocess.run([sys.executable, "-c", code], env={**env, "RAGDISTILL_TEXT_PROGRESS": "1"},
+                              capture_output=True, text=True, check=True)
+    assert headless.stdout.split() == ["True", "False"] and plain.stdout.split()[1] == "True"

@@ -68,20 +68,32 @@ def notebooks(root: Path = PROJECT_ROOT / "notebooks") -> list[Path]:
 
 def execute(notebook: Path, run_dir: Path, parameters: dict, log_output: bool = False) -> Path:
     """Execute one notebook into its stage folder; the executed copy sits beside the stage's artifacts."""
+    import os
+
     import papermill as pm
+
+    from .progress import TEXT_PROGRESS
 
     stage_dir = run_dir / STAGES[notebook.stem]
     stage_dir.mkdir(parents=True, exist_ok=True)
     out = stage_dir / notebook.name
-    pm.execute_notebook(
-        str(notebook),
-        str(out),
-        parameters=parameters,
-        kernel_name=kernel_name(),
-        cwd=str(notebook.parent),
-        log_output=log_output,
-        progress_bar=False,
-    )
+    before = os.environ.get(TEXT_PROGRESS)
+    os.environ[TEXT_PROGRESS] = "1"  # the kernel inherits it: text progress lines, not widgets no one sees
+    try:
+        pm.execute_notebook(
+            str(notebook),
+            str(out),
+            parameters=parameters,
+            kernel_name=kernel_name(),
+            cwd=str(notebook.parent),
+            log_output=log_output,
+            progress_bar=False,
+        )
+    finally:
+        if before is None:
+            os.environ.pop(TEXT_PROGRESS, None)
+        else:
+            os.environ[TEXT_PROGRESS] = before
     return out
 
 

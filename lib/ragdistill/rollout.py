@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from tqdm.auto import tqdm
-
 from .agents import get_agent
 from .envpool import EnvPool
 from .envs import get_task
 from .io import append_jsonl, read_jsonl
+from .progress import tqdm
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,12 @@ import time
 from collections import deque
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from .agents import get_agent
 from .alfworld_env import Step
 from .envpool import EnvPool
 from .envs import get_task
 from .io import append_jsonl
+from .progress import tqdm
 from .rollout import EpisodeSpec, RolloutConfig, RolloutStats, _Live, _record, _stop_reason, take_step
 
 

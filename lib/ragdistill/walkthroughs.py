@@ -7,10 +7,9 @@ import multiprocessing as mp
 import re
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from .alfworld_env import AlfworldEnv, Game, get_game, walkthrough
 from .io import read_jsonl, write_jsonl
+from .progress import tqdm
 
 
 def _visit_elsewhere(env: AlfworldEnv, game: Game, plan: list[str], detours: int, steps: list[dict]) -> None:

@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from .alfworld_env import balanced_sample, is_reserved, reserved_games
 from .io import publish_dir, staging_dir
 from .paths import cache_dir
+from .progress import tqdm
 
 TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
