@@ -157,3 +157,16 @@ def test_all_won_and_none_won():
     assert paired_test(both, "base", "hints")["only_base"] == 5 and paired_test(both, "base", "hints")["mcnemar_p"] == 0.0625
     rows = interval_table(both)
     assert rows.loc["base", "95% CI"] == f"{wilson(5, 5)[0]:.0f}-100" and rows.loc["base+hints (teacher)", "95% CI"].startswith("0-")
+
+
+def test_success_bars_carry_the_wilson_intervals(frame):
+    from ragdistill.evaluation import success_bars
+
+    rates, yerr = success_bars(frame)
+    assert list(rates.index) == ["put", "clean", "heat", "all"] and list(rates.columns) == ["base", "hints", "distilled"]
+    assert rates.loc["put", "base"] == 50.0 and rates.loc["all", "hints"] == pytest.approx(100 * 4 / 12)
+    lo, hi = wilson(2, 4)  # base on put: 2 of 4
+    assert yerr[0][0][0] == pytest.approx(50.0 - lo) and yerr[0][1][0] == pytest.approx(hi - 50.0)
+    lo, hi = wilson(0, 4)  # base on heat: none won, the bar is 0 and its interval reaches up only
+    assert rates.loc["heat", "base"] == 0.0 and yerr[0][0][2] == 0.0 and yerr[0][1][2] == pytest.approx(hi)
+    assert len(yerr) == 3 and all(len(side) == 4 for col in yerr for side in col)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from .analysis import TYPE_ORDER, discordant, mcnemar_exact, pair_up, summary, wilson
@@ -79,6 +80,23 @@ def per_type_success(df: pd.DataFrame) -> pd.DataFrame:
     table = df.pivot_table(index="task_type", columns="condition", values="won", aggfunc="mean") * 100
     table = table.reindex([t for t in TYPE_ORDER if t in table.index])
     return table[[c for c in CONDITIONS if c in table.columns]].round(1)
+
+
+def success_bars(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Success (%) per task type and for all types (rows) and condition (columns), both agents together, with the
+    95% Wilson interval of each as `yerr` for pandas' bar plot: per column, the distances below and above each bar."""
+    types = [t for t in TYPE_ORDER if t in set(df.task_type)]
+    conditions = [c for c in CONDITIONS if c in set(df.condition)]
+    rates, yerr = {}, []
+    for cond in conditions:
+        g = df[df.condition == cond]
+        groups = [g[g.task_type == t] for t in types] + [g]
+        counts = [(int(x.won.sum()), len(x)) for x in groups]
+        rates[cond] = [100 * k / n if n else float("nan") for k, n in counts]
+        bounds = [wilson(k, n) for k, n in counts]
+        yerr.append([[max(0.0, r - lo) if n else 0.0 for r, (lo, _), (_, n) in zip(rates[cond], bounds, counts)],
+                     [max(0.0, hi - r) if n else 0.0 for r, (_, hi), (_, n) in zip(rates[cond], bounds, counts)]])
+    return pd.DataFrame(rates, index=[*types, "all"]), np.array(yerr).reshape(len(conditions), 2, len(types) + 1)
 
 
 def interval_table(df: pd.DataFrame) -> pd.DataFrame:
