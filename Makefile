@@ -6,7 +6,8 @@ PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-PROFILE ?= cpu
+# auto: gpu-7b where a CUDA GPU is present, else cpu (ragdistill.profiles.default_profile; the notebooks' default too)
+PROFILE ?= auto
 RUN     ?=
 SET     ?=
 BENCHMARK ?= alfworld

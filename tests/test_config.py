@@ -1,13 +1,44 @@
+import re
+
 import pytest
 
 from ragdistill.config import ConfigError, TourConfig
 from ragdistill.profiles import UnknownProfileError, get_profile
 
 
-def test_defaults_are_valid():
+def test_defaults_are_valid(outputs):
     cfg = TourConfig.from_params({})
     assert cfg.profile == "smoke" and cfg.env == "alfworld" and cfg.resolved_split == "valid_unseen"
-    assert cfg.run_name == "smoke-dev"
+    assert re.fullmatch(r"smoke-\d{8}-\d{6}", cfg.run_name) and cfg.run == cfg.run_name  # as `make run` names runs
+
+
+def test_an_unnamed_run_continues_the_newest_make_run_run(outputs):
+    for name in ("cpu-20260101-090000", "cpu-20260102-090000", "cpu-webshop-20260103-090000", "cpu-mine", "gpu-7b-x"):
+        (outputs / "runs" / name).mkdir(parents=True)
+    assert TourConfig.from_params({"profile": "cpu"}).run_dir == outputs / "runs" / "cpu-20260102-090000"
+    assert TourConfig.from_params({"profile": "cpu", "env": "webshop"}).run == "cpu-webshop-20260103-090000"
+    assert TourConfig.from_params({"profile": "cpu", "run": "cpu-mine"}).run == "cpu-mine"
+    fresh = TourConfig.from_params({"profile": "gpu-7b"}).run
+    assert re.fullmatch(r"gpu-7b-\d{8}-\d{6}", fresh) and not (outputs / "runs" / fresh).exists()
+
+
+def test_an_unnamed_run_is_the_folder_of_the_chain(outputs):
+    from ragdistill.pipeline import run_chain
+
+    chain = run_chain("smoke", only=["no-such-stage"])  # names and creates the run folder, plays nothing
+    assert TourConfig.from_params({"profile": "smoke"}).run_dir == chain
+
+
+def test_auto_profile_is_cpu_or_the_gpu_profile_with_cuda(outputs, monkeypatch):
+    import torch
+
+    from ragdistill.profiles import default_profile
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert default_profile() == "cpu" and TourConfig.from_params({"profile": "auto"}).profile == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = TourConfig.from_params({"profile": "auto"})
+    assert cfg.profile == default_profile() == "gpu-7b" and cfg.run.startswith("gpu-7b-")
 
 
 def test_env_picks_the_benchmark_defaults():
@@ -19,7 +50,7 @@ def test_env_picks_the_benchmark_defaults():
     assert EvalConfig.from_params(web).resolved_split == "test"
     assert FailureConfig.from_params(web).step_limit == 15 and FailureConfig.from_params({}).step_limit == 50
     assert HintConfig.from_params(web).hints_per_failure == 2 and HintConfig.from_params({}).hints_per_failure == 4
-    assert TourConfig.from_params(web).run_name == "smoke-webshop-dev"
+    assert TourConfig.from_params(web).run_name.startswith("smoke-webshop-")
     gpu = {"profile": "gpu-7b"}
     assert (StudentConfig.from_params({**gpu, **web}).rank, StudentConfig.from_params({**gpu, **web}).alpha) == (16, 32)
     assert (StudentConfig.from_params(gpu).rank, StudentConfig.from_params(gpu).alpha) == (64, 128)
@@ -91,11 +122,44 @@ def test_unknown_profile_is_one_clear_paragraph():
 def test_from_globals_takes_plain_values_only():
     import math
 
-    namespace = {"profile": "smoke", "game_index": 2, "math": math, "TourConfig": TourConfig, "In": [], "_x": 1}
+    namespace = {"profile": "smoke", "run": "r", "game_index": 2, "math": math, "TourConfig": TourConfig, "_x": 1}
     cfg = TourConfig.from_globals(namespace)
     assert cfg.game_index == 2
     with pytest.raises(ConfigError, match="restart the kernel"):
         TourConfig.from_globals({**namespace, "observation": "text"})
+
+
+PARAMS = 'profile = "smoke"\nenv = "alfworld"\nrun = "tour"\nseed = 0\ngame_index = 0\nsplit = ""  # empty: the evaluation split\n'
+CONFIG = "from ragdistill.config import TourConfig\n\ncfg = TourConfig.from_globals(globals())\n"
+
+
+def test_the_config_cell_runs_again_after_later_cells(outputs):
+    """JupyterLab: edit a parameter, run from the parameters cell down; the later cells' variables do not count."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.reset()
+
+    def run(source: str):
+        result = shell.run_cell(source, store_history=True)
+        if result.error_in_exec:
+            raise result.error_in_exec
+        return shell.user_ns
+
+    assert run(PARAMS) and run(CONFIG)["cfg"].game_index == 0
+    run("picked = ['a hint']\nsplit = 'valid_seen'\nenv = object()\nseed = 'x'")  # later cells
+    assert run(PARAMS.replace("game_index = 0", "game_index = 3")) and run(CONFIG)["cfg"].game_index == 3
+    assert shell.user_ns["cfg"].split == "" and shell.user_ns["cfg"].env == "alfworld" and shell.user_ns["cfg"].seed == 0
+    assert run(CONFIG)["cfg"].game_index == 3  # the config cell alone, again: the parameters cell's last run
+    # papermill's injected cell follows the parameters cell and wins; a misspelt name in it is reported
+    assert run(PARAMS) and run('# Parameters\ngame_index = 5\n') and run(CONFIG)["cfg"].game_index == 5
+    run(PARAMS + "gmae_index = 1\n")
+    with pytest.raises(ConfigError, match="unknown parameter 'gmae_index'.*Fix the parameters cell"):
+        run(CONFIG)
+    assert run(PARAMS) and run(CONFIG)["cfg"].game_index == 0  # fixed: no kernel restart needed
+    run("game_index = 7")  # a stray cell of assignments is not the parameters cell
+    assert run(CONFIG)["cfg"].game_index == 0
+    shell.reset()
 
 
 def test_saved_config_lands_in_the_stage_folder(outputs):
@@ -114,3 +178,13 @@ def test_every_benchmark_implements_the_whole_interface():
         missing = [m for m in methods if getattr(type(bench), m) is getattr(Benchmark, m)]
         assert not missing, f"{name} lacks {missing}"
         assert bench.name == name and bench.eval_splits[0] in bench.splits and len(bench.types()) >= 5
+
+
+def test_saving_says_which_settings_differ_from_the_stage_s_first_start(outputs, capsys):
+    from ragdistill.config import FailureConfig
+
+    FailureConfig.from_params({"run": "r2", "max_steps": 15, "fewshot": False}).save()  # as the chain on cpu
+    FailureConfig.from_params({"run": "r2", "max_steps": 15, "fewshot": False}).save()
+    assert capsys.readouterr().out == ""
+    FailureConfig.from_params({"run": "r2"}).save()  # the notebook's own defaults
+    assert "started with max_steps=15, fewshot=False; this notebook has max_steps=0, fewshot=None" in capsys.readouterr().out

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from ragdistill.nbcheck import check_kwargs, check_notebook
-from ragdistill.pipeline import STAGES, notebooks
+from ragdistill.pipeline import STAGES, declared_parameters, notebooks
 
 NOTEBOOKS = notebooks()
 
@@ -78,3 +78,33 @@ def test_chain_settings_go_to_the_notebooks_that_have_them(outputs):
     with pytest.raises(ValueError, match="no notebook has a parameter named backnd"):
         run_chain("smoke", run="x", settings={"backnd": "vllm"})
     assert _setting("concurrency=64") == ("concurrency", 64) and _setting("base_url=http://h:8000/v1") == ("base_url", "http://h:8000/v1")
+
+
+def test_parameters_cells_name_every_field_of_their_config():
+    """The config cell finds the parameters cell by the names every one has (config.from_globals)."""
+    import dataclasses
+
+    from ragdistill import config
+    from ragdistill.train import StudentConfig
+
+    classes = [config.TourConfig, config.FailureConfig, config.HintConfig, config.TeacherConfig, config.DehintConfig,
+               StudentConfig, config.EvalConfig]
+    by_stage = {cls.STAGE: cls for cls in classes}
+    for nb in NOTEBOOKS:
+        fields = {f.name for f in dataclasses.fields(by_stage[STAGES[nb.stem]])}
+        assert declared_parameters(nb) == fields, nb.name
+
+
+def test_progress_bars_are_text_lines_in_headless_runs():
+    """pipeline.execute sets TEXT_PROGRESS for the kernels papermill starts; elsewhere tqdm.auto decides (widgets in
+    JupyterLab, with ipywidgets installed)."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import tqdm.std, tqdm.auto, ragdistill.progress as p; print(p.tqdm is tqdm.std.tqdm, p.tqdm is tqdm.auto.tqdm)"
+    env = {k: v for k, v in os.environ.items() if k != "RAGDISTILL_TEXT_PROGRESS"}
+    plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    headless = subprocess.run([sys.executable, "-c", code], env={**env, "RAGDISTILL_TEXT_PROGRESS": "1"},
+                              capture_output=True, text=True, check=True)
+    assert headless.stdout.split() == ["True", "False"] and plain.stdout.split()[1] == "True"

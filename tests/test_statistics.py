@@ -157,3 +157,65 @@ def test_all_won_and_none_won():
     assert paired_test(both, "base", "hints")["only_base"] == 5 and paired_test(both, "base", "hints")["mcnemar_p"] == 0.0625
     rows = interval_table(both)
     assert rows.loc["base", "95% CI"] == f"{wilson(5, 5)[0]:.0f}-100" and rows.loc["base+hints (teacher)", "95% CI"].startswith("0-")
+
+
+def _record(condition: str, agent: str, hints: list[str], prompts: list[int], completions: list[int]) -> dict:
+    steps = [{"prompt_tokens": p, "completion_tokens": c} for p, c in zip(prompts, completions)]
+    return {"game_id": "train/pick_and_place_simple-Mug-None-Desk-1/trial_1", "task_type": "put", "agent": agent,
+            "condition": condition, "hints": hints, "trajectory": steps, "steps": len(steps), "won": True,
+            "prompt_tokens": sum(prompts), "completion_tokens": sum(completions), "invalid_actions": 0,
+            "stop_reason": "won"}
+
+
+def test_token_saving_splits_into_hint_block_few_shot_examples_and_steps(monkeypatch):
+    """By hand, with a tokenizer that counts lines. The system prompt's parts are joined by a blank line, so a part of
+    n lines makes the prompt n + 1 lines longer. The hint block of k hints is BEGIN, the preamble, k hints, END: k + 3
+    lines, k + 4 in all (3 hints: 7, 2 hints: 6) at every step. A few-shot example below is "Example i:", the room,
+    two answer lines and the reply: 5 lines, 6 in all; the agents show two: 12 at every step."""
+    from ragdistill import agents
+    from ragdistill.analysis import episodes_frame
+    from ragdistill.evaluation import token_parts, token_reduction, token_saving_parts
+
+    example = {"observation": "You are in a room.",
+               "steps": [{"answer": "think: look\naction: go to desk 1", "observation": "You arrive at desk 1."}]}
+    monkeypatch.setattr(agents, "load_fewshot", lambda agent, env="alfworld": {"*": [example, example]})
+    lines = lambda text: text.count("\n") + 1  # noqa: E731
+    records = [
+        # teacher: 4 steps, 500 tokens = hints 4 x 7 + few-shot 4 x 12 + 424; 2 steps, 200 = 2 x 6 + 2 x 12 + 164
+        _record("hints", "react", ["a", "b", "c"], [105, 115, 125, 135], [5, 5, 5, 5]),
+        _record("hints", "stateact", ["a", "b"], [90, 100], [5, 5]),
+        # students, no hints and no few-shot examples: 165 and 45 tokens, all of them the task and the steps
+        _record("distilled", "react", [], [40, 50, 60], [5, 5, 5]),
+        _record("distilled", "stateact", [], [40], [5]),
+        # base: few-shot examples, no hints: 180 = 2 x 12 + 156
+        _record("base", "react", [], [80, 90], [5, 5]),
+    ]
+    parts = token_parts(records, {"base": True, "hints": True, "distilled": False}, lines)
+    assert list(parts.index) == ["base", "hints", "distilled"]
+    assert parts.loc["hints"].to_dict() == {"tokens": 350, "hint block": 20, "few-shot examples": 36,
+                                            "task and steps": 294, "steps": 3}
+    assert parts.loc["distilled"].to_dict() == {"tokens": 105, "hint block": 0, "few-shot examples": 0,
+                                                "task and steps": 105, "steps": 2}
+    assert parts.loc["base"].to_dict() == {"tokens": 180, "hint block": 0, "few-shot examples": 24,
+                                           "task and steps": 156, "steps": 2}
+    saving = token_saving_parts(parts)
+    # 350 - 105 = 245 tokens per episode fewer: 20 hint block + 36 few-shot examples + 189 steps (294 - 105)
+    assert saving["tokens saved per episode"].to_dict() == {"hint block": 20, "few-shot examples": 36,
+                                                            "task and steps": 189, "total": 245}
+    assert saving["% of the teacher's tokens"].to_dict() == {"hint block": 5.7, "few-shot examples": 10.3,
+                                                             "task and steps": 54.0, "total": 70.0}
+    assert token_reduction(episodes_frame(records), "distilled", "hints") == 70.0  # the headline figure, the same total
+    assert token_saving_parts(parts.drop(index="hints")) is None
+
+
+def test_success_bars_carry_the_wilson_intervals(frame):
+    from ragdistill.evaluation import success_bars
+
+    rates, yerr = success_bars(frame)
+    assert list(rates.index) == ["put", "clean", "heat", "all"] and list(rates.columns) == ["base", "hints", "distilled"]
+    assert rates.loc["put", "base"] == 50.0 and rates.loc["all", "hints"] == pytest.approx(100 * 4 / 12)
+    lo, hi = wilson(2, 4)  # base on put: 2 of 4
+    assert yerr[0][0][0] == pytest.approx(50.0 - lo) and yerr[0][1][0] == pytest.approx(hi - 50.0)
+    lo, hi = wilson(0, 4)  # base on heat: none won, the bar is 0 and its interval reaches up only
+    assert rates.loc["heat", "base"] == 0.0 and yerr[0][0][2] == 0.0 and yerr[0][1][2] == pytest.approx(hi)
+    assert len(yerr) == 3 and all(len(side) == 4 for col in yerr for side in col)

@@ -128,6 +128,12 @@ class ServerModels:
         self.close()
 
 
+def fewshot_by_condition(cfg, student_fewshot: bool) -> dict[str, bool]:
+    """Whether each condition's prompts hold the few-shot examples: the students are prompted as they were trained
+    (stage 04's keep_fewshot), base and base+hints as the stage's agents (cfg.use_fewshot)."""
+    return {c: student_fewshot if c in STUDENTS else cfg.use_fewshot for c in cfg.conditions}
+
+
 def condition_models(cfg, adapters: dict[str, Path]):
     """Where stage 06 plays: this process (one base, its adapters) or one server (the base, its students)."""
     from .backends import resolve_backend
@@ -166,7 +172,7 @@ def play_conditions(cfg, games, bank: dict, student_fewshot: bool, models, episo
                 requests = [(task_type, query_text(obs, task)) for _, task_type, obs, task in starting]
                 return [[h.text for h in hints] for hints in retrieve_many(retriever, requests, cfg.k)]
 
-        fewshot = student_fewshot if condition in STUDENTS else cfg.use_fewshot
+        fewshot = fewshot_by_condition(cfg, student_fewshot)[condition]
         start = time.perf_counter()
         stats = run_rollouts(specs, backend, episodes_file, model_name, cfg.rollout_config(fewshot),
                              progress=progress, hint_source=hint_source)

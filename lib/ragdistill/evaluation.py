@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
+import numpy as np
 import pandas as pd
 
-from .analysis import TYPE_ORDER, discordant, episode_figures, mcnemar_exact, pair_up, summary
+from .analysis import TYPE_ORDER, discordant, episode_figures, mcnemar_exact, pair_up, summary, wilson
 
 CONDITIONS = ("base", "hints", "sft", "distilled")
 LABELS = {"base": "base", "hints": "base+hints (teacher)", "sft": "SFT", "distilled": "distilled"}
@@ -74,11 +77,74 @@ def token_reduction(df: pd.DataFrame, student: str = "distilled", teacher: str =
     return round(100 * (1 - s / t), 1)
 
 
+# Where an episode's tokens come from (input + output, summed over its steps): the hint block and the few-shot
+# examples of the system prompt, read again at every step, and the rest: the instructions, the task, the history of
+# the steps and the answers, which grow with the number of steps.
+TOKEN_PARTS = ("hint block", "few-shot examples", "task and steps")
+
+
+def episode_token_parts(record: dict, fewshot: bool, count_tokens: Callable[[str], int]) -> dict[str, int]:
+    """One episode's tokens split into TOKEN_PARTS, from its per-step counts, its hints, and whether its prompts had
+    the few-shot examples; `count_tokens` is the model's tokenizer (text -> number of tokens)."""
+    from .agents import get_agent
+    from .envs import env_of
+
+    agent = get_agent(record["agent"], env_of(record["game_id"]))
+    bare = count_tokens(agent.system_prompt(record["task_type"], None, fewshot=False))
+    with_shots = count_tokens(agent.system_prompt(record["task_type"], None, fewshot=fewshot))
+    with_hints = count_tokens(agent.system_prompt(record["task_type"], record["hints"] or None, fewshot=fewshot))
+    steps = record["trajectory"]
+    total = sum(t["prompt_tokens"] + t["completion_tokens"] for t in steps)
+    hints, shots = len(steps) * (with_hints - with_shots), len(steps) * (with_shots - bare)  # once in every step's prompt
+    return {"tokens": total, "hint block": hints, "few-shot examples": shots, "task and steps": total - hints - shots,
+            "steps": len(steps)}
+
+
+def token_parts(records: list[dict], fewshot: dict[str, bool], count_tokens: Callable[[str], int]) -> pd.DataFrame:
+    """Per condition (rows), the mean per episode of its tokens, of each of TOKEN_PARTS, and of its steps; `fewshot`
+    says which conditions played with the few-shot examples in their prompts."""
+    rows = [{"condition": r["condition"], **episode_token_parts(r, fewshot[r["condition"]], count_tokens)} for r in records]
+    columns = ["tokens", *TOKEN_PARTS, "steps"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    table = pd.DataFrame(rows).groupby("condition")[columns].mean()
+    return table.reindex([c for c in CONDITIONS if c in table.index])
+
+
+def token_saving_parts(parts: pd.DataFrame, student: str = "distilled", teacher: str = "hints") -> pd.DataFrame | None:
+    """How many fewer tokens per episode the student uses than the teacher, part by part (rows: TOKEN_PARTS, then the
+    total they add up to), in tokens and in % of the teacher's tokens. "task and steps" is what fewer or more steps,
+    and shorter or longer answers, save."""
+    if student not in parts.index or teacher not in parts.index or not parts.loc[teacher, "tokens"]:
+        return None
+    saved = parts.loc[teacher, [*TOKEN_PARTS, "tokens"]] - parts.loc[student, [*TOKEN_PARTS, "tokens"]]
+    table = pd.DataFrame({"tokens saved per episode": saved,
+                          "% of the teacher's tokens": 100 * saved / parts.loc[teacher, "tokens"]})
+    return table.rename(index={"tokens": "total"}).round(1)
+
+
 def per_type_success(df: pd.DataFrame) -> pd.DataFrame:
     """Success (%) per task type (rows) and condition (columns), both agents together."""
     table = df.pivot_table(index="task_type", columns="condition", values="won", aggfunc="mean") * 100
     table = table.reindex([t for t in TYPE_ORDER if t in table.index])
     return table[[c for c in CONDITIONS if c in table.columns]].round(1)
+
+
+def success_bars(df: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Success (%) per task type and for all types (rows) and condition (columns), both agents together, with the
+    95% Wilson interval of each as `yerr` for pandas' bar plot: per column, the distances below and above each bar."""
+    types = [t for t in TYPE_ORDER if t in set(df.task_type)]
+    conditions = [c for c in CONDITIONS if c in set(df.condition)]
+    rates, yerr = {}, []
+    for cond in conditions:
+        g = df[df.condition == cond]
+        groups = [g[g.task_type == t] for t in types] + [g]
+        counts = [(int(x.won.sum()), len(x)) for x in groups]
+        rates[cond] = [100 * k / n if n else float("nan") for k, n in counts]
+        bounds = [wilson(k, n) for k, n in counts]
+        yerr.append([[max(0.0, r - lo) if n else 0.0 for r, (lo, _), (_, n) in zip(rates[cond], bounds, counts)],
+                     [max(0.0, hi - r) if n else 0.0 for r, (_, hi), (_, n) in zip(rates[cond], bounds, counts)]])
+    return pd.DataFrame(rates, index=[*types, "all"]), np.array(yerr).reshape(len(conditions), 2, len(types) + 1)
 
 
 def interval_table(df: pd.DataFrame) -> pd.DataFrame:

@@ -171,7 +171,7 @@ def extract_all(
     with the reason it was rejected, so nothing the extractor said is lost. An API error leaves the
     episode out of the log, so a rerun tries it again.
     """
-    from tqdm.auto import tqdm
+    from .progress import tqdm
 
     from .completion import BackendError
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from datetime import datetime
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -25,3 +27,27 @@ def outputs_dir() -> Path:
 def data_dir() -> Path:
     """Small files the project ships itself (few-shot examples, configs)."""
     return PROJECT_ROOT / "data"
+
+
+def run_tag(profile: str, env: str) -> str:
+    """How a run's folder name starts: the profile, and the benchmark when it is not ALFWorld."""
+    return profile if env == "alfworld" else f"{profile}-{env}"
+
+
+def new_run_name(profile: str, env: str) -> str:
+    """The folder name of a new run, as `make run` names it: `<profile>[-<env>]-<YYYYmmdd>-<HHMMSS>`."""
+    return f"{run_tag(profile, env)}-{datetime.now():%Y%m%d-%H%M%S}"
+
+
+def latest_run_name(profile: str, env: str) -> str | None:
+    """The newest run folder under outputs/runs/ named as `make run` names them for this profile and env."""
+    root = outputs_dir() / "runs"
+    pattern = re.compile(re.escape(run_tag(profile, env)) + r"-\d{8}-\d{6}")
+    names = sorted(p.name for p in root.iterdir() if p.is_dir() and pattern.fullmatch(p.name)) if root.is_dir() else []
+    return names[-1] if names else None
+
+
+def default_run_name(profile: str, env: str) -> str:
+    """A notebook's run when it names none: the newest one `make run` started with this profile and env (so that
+    stepping through the notebooks continues it), else a new one named the same way."""
+    return latest_run_name(profile, env) or new_run_name(profile, env)

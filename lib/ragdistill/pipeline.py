@@ -6,12 +6,11 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime
 from pathlib import Path
 
 from .io import atomic_write_json
-from .paths import PROJECT_ROOT, outputs_dir
-from .profiles import RECIPES, UnknownProfileError, get_profile
+from .paths import PROJECT_ROOT, new_run_name, outputs_dir
+from .profiles import RECIPES, UnknownProfileError, default_profile, get_profile
 
 # notebook file stem -> the stage folder it writes (each stage reads earlier folders and writes only its own)
 STAGES = {
@@ -55,20 +54,32 @@ def notebooks(root: Path = PROJECT_ROOT / "notebooks") -> list[Path]:
 
 def execute(notebook: Path, run_dir: Path, parameters: dict, log_output: bool = False) -> Path:
     """Execute one notebook into its stage folder; the executed copy sits beside the stage's artifacts."""
+    import os
+
     import papermill as pm
+
+    from .progress import TEXT_PROGRESS
 
     stage_dir = run_dir / STAGES[notebook.stem]
     stage_dir.mkdir(parents=True, exist_ok=True)
     out = stage_dir / notebook.name
-    pm.execute_notebook(
-        str(notebook),
-        str(out),
-        parameters=parameters,
-        kernel_name=kernel_name(),
-        cwd=str(notebook.parent),
-        log_output=log_output,
-        progress_bar=False,
-    )
+    before = os.environ.get(TEXT_PROGRESS)
+    os.environ[TEXT_PROGRESS] = "1"  # the kernel inherits it: text progress lines, not widgets no one sees
+    try:
+        pm.execute_notebook(
+            str(notebook),
+            str(out),
+            parameters=parameters,
+            kernel_name=kernel_name(),
+            cwd=str(notebook.parent),
+            log_output=log_output,
+            progress_bar=False,
+        )
+    finally:
+        if before is None:
+            os.environ.pop(TEXT_PROGRESS, None)
+        else:
+            os.environ[TEXT_PROGRESS] = before
     return out
 
 
@@ -95,14 +106,17 @@ def run_chain(profile: str, run: str | None = None, extra: dict | None = None, o
     """Execute every notebook in order, skipping stages a resumed run already finished.
 
     `extra` goes to every notebook run; `settings` to each notebook whose parameters cell has the name (for
-    example backend and base_url go to the stages that play episodes only).
+    example backend and base_url go to the stages that play episodes only). `profile="auto"`: cpu, or gpu-7b where
+    a CUDA GPU is present (the notebooks' default too).
     """
     from .envs import check_env
 
+    if profile == "auto":
+        profile = default_profile()
+        print(f"profile: {profile} (the default on this machine)")
     get_profile(profile)
     check_env(env)
-    tag = profile if env == "alfworld" else f"{profile}-{env}"
-    name = Path(run).name if run else f"{tag}-{datetime.now():%Y%m%d-%H%M%S}"
+    name = Path(run).name if run else new_run_name(profile, env)
     run_dir = outputs_dir() / "runs" / name
     run_dir.mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -137,7 +151,8 @@ def run_chain(profile: str, run: str | None = None, extra: dict | None = None, o
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--profile", default="cpu", help="smoke, cpu, gpu-7b or gpu-14b")
+    parser.add_argument("--profile", default="auto",
+                        help="smoke, cpu, gpu-7b or gpu-14b; auto (the default): gpu-7b where a CUDA GPU is present, else cpu")
     parser.add_argument("--env", default="alfworld", help="alfworld or webshop")
     parser.add_argument("--run", default=None, help="name of a run folder under outputs/runs/ to resume")
     parser.add_argument("--only", nargs="*", help="run only these notebooks or stages")

@@ -70,3 +70,14 @@ def get_profile(name: str) -> Profile:
             f"Unknown profile {name!r}. Choose one of: {lines}. "
             "Set it with PROFILE=<name> for `make run`, or the `profile` parameter of a notebook."
         ) from None
+
+
+GPU_DEFAULT = "gpu-7b"  # the paper's 7B in 4-bit: fits one 24 GB card
+
+
+def default_profile() -> str:
+    """The course's profile on this machine when none is named (`make run`, a notebook's `profile = "auto"`): gpu-7b
+    where a CUDA GPU is present, else cpu. The smoke profile is for tests and is only ever named."""
+    import torch
+
+    return GPU_DEFAULT if torch.cuda.is_available() else "cpu"

@@ -7,7 +7,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .agents import get_agent
 from .completion import ChatBackend

@@ -13,7 +13,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .agents import get_agent
 from .completion import ChatBackend

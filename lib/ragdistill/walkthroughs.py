@@ -7,7 +7,7 @@ import multiprocessing as mp
 import re
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .alfworld_env import AlfworldEnv, Game, folder_names, get_game, walkthrough
 from .io import read_jsonl, write_jsonl

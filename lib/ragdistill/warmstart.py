@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from .progress import tqdm
 
 from .alfworld_env import balanced_sample, is_reserved, reserved_games
 from .chat_template import SMOLLM2_DEFAULT_SYSTEM, chatml_template, encode, has_generation_markers

@@ -97,7 +97,7 @@ class SearchIndex:
     def build(cls, texts: Iterable[str], ids: Sequence[str], show_progress: bool = False) -> "SearchIndex":
         """Index `texts` (one per id) in memory."""
         from scipy.sparse import csr_matrix
-        from tqdm.auto import tqdm
+        from .progress import tqdm
 
         term_ids: dict[str, int] = {}
         token_ids = token_terms(term_ids)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import types
@@ -11,8 +12,8 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from ..io import atomic_write_json
-from ..paths import outputs_dir
-from ..profiles import get_profile
+from ..paths import default_run_name, outputs_dir
+from ..profiles import default_profile, get_profile
 
 _PLAIN = (str, int, float, bool, type(None), list, tuple, dict)
 
@@ -54,16 +55,63 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _assignments(source: str) -> dict[str, Any] | None:
+    """The values a cell of plain assignments (`name = <literal>` lines) assigns; None for any other cell."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    values: dict[str, Any] = {}
+    for node in tree.body:
+        if not (isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) for t in node.targets)):
+            return None
+        try:
+            value = ast.literal_eval(node.value)
+        except (ValueError, TypeError, SyntaxError, RecursionError):  # not a literal
+            return None
+        values.update({t.id: value for t in node.targets})
+    return values
+
+
+def parameters_from_history(history: Any, required: set[str] = frozenset()) -> dict[str, Any] | None:
+    """The parameters assigned by the cells of plain assignments that ran last just before a `from_globals` call and
+    assign every `required` name, read from IPython's input history (`In`: every executed cell's source, the running
+    one last); None when there is none. Reading the cells' own text, not the globals, keeps out whatever later cells
+    assigned; `required` (the names every parameters cell has) keeps out a stray `x = 1` cell run just before."""
+    if not isinstance(history, list):
+        return None
+    for end in range(len(history) - 1, 0, -1):
+        if ".from_globals(" not in history[end]:
+            continue
+        params: dict[str, Any] = {}
+        start = end - 1
+        while start > 0 and (values := _assignments(history[start])) is not None:
+            params = {**values, **params}  # a later cell (papermill's injected one) wins
+            start -= 1
+        if params and required <= params.keys():
+            return params
+    return None
+
+
 @dataclass
 class StageConfig:
     """Parameters every stage shares; subclasses add their own fields."""
 
     STAGE: ClassVar[str] = ""
 
-    profile: str = "smoke"
+    profile: str = "smoke"  # the library's default is the test model; "auto": cpu, or gpu-7b where CUDA is (the notebooks')
     env: str = "alfworld"  # the benchmark: "alfworld" or "webshop"; every stage of a run uses the same
-    run: str = ""  # folder name under outputs/runs/; empty: "<profile>-dev" ("<profile>-webshop-dev" on WebShop)
+    # Folder name under outputs/runs/; empty: the newest run `make run` started with this profile and env
+    # (<profile>[-<env>]-<date>-<time>), else a new one named the same way.
+    run: str = ""
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Resolved once: every later use of the config names the same model and the same folder.
+        if self.profile == "auto":
+            self.profile = default_profile()
+        if not self.run:
+            self.run = default_run_name(self.profile, self.env)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]):
@@ -88,16 +136,27 @@ class StageConfig:
 
     @classmethod
     def from_globals(cls, namespace: dict[str, Any]):
-        """Collect the parameters cell's variables (plain values) from a notebook's globals()."""
-        params = {
-            k: v
-            for k, v in namespace.items()
-            if not k.startswith("_") and k not in _IPYTHON_NAMES and isinstance(v, _PLAIN)
-        }
+        """The config of a notebook's parameters cell, given the notebook's globals().
+
+        In IPython the parameters are read from the cells of plain assignments (the parameters cell, which names at
+        least profile, env, run and seed, and the one papermill injects after it) that ran last just before this
+        call, so the variables of later cells never count: after editing a parameter, running from the parameters
+        cell down is enough. Without such a history, every plain global value is a parameter.
+        """
+        params = parameters_from_history(namespace.get("In"), {f.name for f in dataclasses.fields(StageConfig)})
+        if params is None:
+            params = {
+                k: v
+                for k, v in namespace.items()
+                if not k.startswith("_") and k not in _IPYTHON_NAMES and isinstance(v, _PLAIN)
+            }
+            advice = "In JupyterLab, restart the kernel and run from the top."
+        else:
+            advice = "Fix the parameters cell, then run from it down."
         try:
             return cls.from_params(params)
         except ConfigError as err:
-            raise ConfigError(f"{err} (In JupyterLab, restart the kernel and run from the top.)") from None
+            raise ConfigError(f"{err} ({advice})") from None
 
     def validate(self) -> None:
         """Checks beyond types; subclasses extend. Unknown profiles fail here."""
@@ -111,7 +170,7 @@ class StageConfig:
 
     @property
     def run_name(self) -> str:
-        return self.run or (f"{self.profile}-dev" if self.env == "alfworld" else f"{self.profile}-{self.env}-dev")
+        return self.run
 
     @property
     def run_dir(self) -> Path:
@@ -151,8 +210,20 @@ class StageConfig:
         return dataclasses.asdict(self)
 
     def save(self) -> Path:
-        """Write the resolved config beside the stage's data."""
-        return atomic_write_json(self.stage_dir / "config.json", {"stage": self.STAGE, **self.to_dict()})
+        """Write the resolved config beside the stage's data, first saying which settings differ from the ones this
+        stage of the run was started with (a notebook stepping through a `make run` run has its own defaults)."""
+        path = self.stage_dir / "config.json"
+        if path.is_file():
+            import json
+
+            before = json.loads(path.read_text())
+            changed = {k: (before[k], v) for k, v in self.to_dict().items() if k in before and before[k] != v}
+            if changed:
+                print(f"Stage {self.STAGE} of run {self.run_name!r} was started with "
+                      + ", ".join(f"{k}={old!r}" for k, (old, _) in changed.items()) + "; this notebook has "
+                      + ", ".join(f"{k}={new!r}" for k, (_, new) in changed.items())
+                      + " (set them in the parameters cell to continue the run as it was started).")
+        return atomic_write_json(path, {"stage": self.STAGE, **self.to_dict()})
 
 
 def is_local_profile(profile: str) -> bool:
