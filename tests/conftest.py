@@ -36,7 +36,9 @@ def pytest_collection_modifyitems(config, items):
         import subprocess
         import sys
 
-        log = open(smoke_dest(SmokeSpec()).parent / f".{os.getpid()}-build.log", "w")
+        folder = smoke_dest(SmokeSpec()).parent
+        folder.mkdir(parents=True, exist_ok=True)  # a fresh cache has no models folder yet
+        log = open(folder / f".{os.getpid()}-build.log", "w")
         config._smoke_build = subprocess.Popen([sys.executable, "-m", "ragdistill.smoke"], stdout=log, stderr=log)
 
 
