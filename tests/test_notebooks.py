@@ -108,3 +108,16 @@ def test_progress_bars_are_text_lines_in_headless_runs():
     headless = subprocess.run([sys.executable, "-c", code], env={**env, "RAGDISTILL_TEXT_PROGRESS": "1"},
                               capture_output=True, text=True, check=True)
     assert headless.stdout.split() == ["True", "False"] and plain.stdout.split()[1] == "True"
+
+
+def test_show_source_reads_functions_and_methods():
+    from ragdistill.agents import Agent
+    from ragdistill.analysis import wilson
+    from ragdistill.show import source, source_text
+
+    text = source_text(wilson, Agent.system_prompt)
+    assert text.startswith("# ragdistill.analysis.wilson\ndef wilson(")
+    assert "# ragdistill.agents.Agent.system_prompt\ndef system_prompt(self" in text  # dedented out of its class
+    assert source(wilson).data == source_text(wilson)
+    with pytest.raises(ValueError):
+        source_text()
