@@ -108,3 +108,73 @@ def test_progress_bars_are_text_lines_in_headless_runs():
     headless = subprocess.run([sys.executable, "-c", code], env={**env, "RAGDISTILL_TEXT_PROGRESS": "1"},
                               capture_output=True, text=True, check=True)
     assert headless.stdout.split() == ["True", "False"] and plain.stdout.split()[1] == "True"
+
+
+STAGE_NOTEBOOKS = [nb for nb in NOTEBOOKS if nb.stem[:2] in {"01", "02", "03", "04", "05", "06"}]
+
+
+def _shown(path: Path) -> list[tuple[int, list[str]]]:
+    """Each `show.source(...)` call of a notebook: its cell index and the dotted names of what it shows, resolved
+    through the imports of its own cell (a name the cell does not import resolves to nothing)."""
+    import ast
+
+    import nbformat
+
+    found = []
+    for index, cell in enumerate(nbformat.read(path, 4).cells):
+        if cell.cell_type != "code":
+            continue
+        tree = ast.parse(cell.source)
+        names = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names.update({a.asname or a.name: f"{node.module}.{a.name}" for a in node.names})
+            elif isinstance(node, ast.Import):
+                names.update({a.asname or a.name: a.name for a in node.names})
+
+        def dotted(expr) -> str | None:
+            if isinstance(expr, ast.Name):
+                return names.get(expr.id)
+            if isinstance(expr, ast.Attribute):
+                base = dotted(expr.value)
+                return f"{base}.{expr.attr}" if base else None
+            return None
+
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and dotted(node.func) == "ragdistill.show.source":
+                found.append((index, [dotted(arg) or ast.unparse(arg) for arg in node.args]))
+    return found
+
+
+@pytest.mark.parametrize("path", STAGE_NOTEBOOKS, ids=[p.name for p in STAGE_NOTEBOOKS])
+def test_each_stage_notebook_shows_the_library_code_at_its_heart(path):
+    """A cell shows the stage's core functions (show.source), introduced by prose; every name it shows still exists
+    (a rename breaks this test), and what it shows stays short enough to read."""
+    import nbformat
+
+    from ragdistill.nbcheck import _resolve
+    from ragdistill.show import source_text
+
+    cells = nbformat.read(path, 4).cells
+    shown = _shown(path)
+    assert shown, f"{path.name} shows none of the library's code (show.source)"
+    for index, dotted in shown:
+        assert cells[index - 1].cell_type == "markdown", f"{path.name} cell {index}: no prose introduces it"
+        assert dotted and all(d.startswith("ragdistill.") for d in dotted), f"{path.name} cell {index} shows {dotted}"
+        objects = [_resolve(d) for d in dotted]  # ImportError or AttributeError: renamed or gone
+        text = source_text(*objects)
+        assert all(f"def {d.rsplit('.', 1)[1]}(" in text or f"class {d.rsplit('.', 1)[1]}" in text for d in dotted)
+        assert len(text.splitlines()) <= 45, f"{path.name} cell {index} shows {len(text.splitlines())} lines"
+
+
+def test_show_source_reads_functions_and_methods():
+    from ragdistill.agents import Agent
+    from ragdistill.analysis import wilson
+    from ragdistill.show import source, source_text
+
+    text = source_text(wilson, Agent.system_prompt)
+    assert text.startswith("# ragdistill.analysis.wilson\ndef wilson(")
+    assert "# ragdistill.agents.Agent.system_prompt\ndef system_prompt(self" in text  # dedented out of its class
+    assert source(wilson).data == source_text(wilson)
+    with pytest.raises(ValueError):
+        source_text()

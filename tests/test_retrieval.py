@@ -15,6 +15,7 @@ from ragdistill.retrieval import (
     BM25Retriever,
     EmbeddingRetriever,
     LLMSelector,
+    hints_at_t0,
     make_retriever,
     parse_indices,
     query_text,
@@ -70,6 +71,39 @@ def test_bm25_ignores_placeholders_and_falls_back_to_bank_order():
     # "{object}" is in hint 0 but must not match a query that says "object".
     assert retriever.scores("heat", "object receptacle")[0] == 0
     assert [h.id for h in retriever.retrieve("heat", "zzz qqq", k=2)] == ["heat-000", "heat-001"]
+
+
+def test_hints_at_t0_gives_each_starting_episode_the_texts_of_its_own_types_hints(tmp_path):
+    """The rollouts' hint source on a bank saved and loaded as stage 02 writes it: one list of k hint texts per
+    starting episode, from its own type's bank, matched on its task and first observation."""
+    from ragdistill.hints import load_bank, save_bank
+    from ragdistill.rollout import EpisodeSpec
+
+    save_bank(tmp_path / "bank.jsonl", [h for hints in BANK.values() for h in hints])
+    bank = load_bank(tmp_path / "bank.jsonl")
+    assert bank == BANK
+
+    tasks = [f"heat some {obj} and put it in garbagecan." for obj in ("apple", "mug", "apple", "mug")]
+    starting = [(EpisodeSpec(f"g{i}", "react", "hints"), task_type, f"{ROOM}\n\nYour task is to: {task}", task)
+                for i, (task_type, task) in enumerate(zip(("heat", "heat", "cool", "examine"), tasks))]
+    source = hints_at_t0(BM25Retriever(bank), k=2)
+    picked = source(starting)
+    assert len(picked) == len(starting) and all(isinstance(t, str) for texts in picked for t in texts)
+    assert TEXTS[1] in picked[0] and TEXTS[2] in picked[1] and TEXTS[2] not in picked[0]
+    assert len(picked[0]) == len(picked[1]) == 2
+    assert picked[2] == ["Cool the {object} with the fridge first."]  # its own type's bank only, k capped by its size
+    assert picked[3] == []  # a type without hints gets none
+
+    class Batched:  # like the LLM selector: every starting episode in one call
+        asked: list = []
+
+        def retrieve_many(self, requests, k):
+            self.asked.append(requests)
+            return [bank.get(task_type, [])[:k] for task_type, _ in requests]
+
+    batched = Batched()
+    assert hints_at_t0(batched, k=1)(starting) == [[TEXTS[0]], [TEXTS[0]], [picked[2][0]], []]
+    assert batched.asked == [[(t, query_text(obs, task)) for _, t, obs, task in starting]]  # one call, task + room
 
 
 @pytest.mark.parametrize(

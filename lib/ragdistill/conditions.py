@@ -149,7 +149,7 @@ def play_conditions(cfg, games, bank: dict, student_fewshot: bool, models, episo
     `models` gives each condition its backend (`LocalModels`, or a server's). Students without an adapter in
     stage 05 are skipped with the reason.
     """
-    from .retrieval import make_retriever, query_text, retrieve_many
+    from .retrieval import hints_at_t0, make_retriever
 
     out = Played()
     adapters = found_adapters(cfg)
@@ -166,12 +166,7 @@ def play_conditions(cfg, games, bank: dict, student_fewshot: bool, models, episo
         backend, model_name = models.backend(condition)
         hint_source = None
         if condition == "hints":
-            retriever = make_retriever(cfg.resolved_retriever, bank, backend)
-
-            def hint_source(starting, retriever=retriever):
-                requests = [(task_type, query_text(obs, task)) for _, task_type, obs, task in starting]
-                return [[h.text for h in hints] for hints in retrieve_many(retriever, requests, cfg.k)]
-
+            hint_source = hints_at_t0(make_retriever(cfg.resolved_retriever, bank, backend), cfg.k)
         fewshot = fewshot_by_condition(cfg, student_fewshot)[condition]
         start = time.perf_counter()
         stats = run_rollouts(specs, backend, episodes_file, model_name, cfg.rollout_config(fewshot),

@@ -48,11 +48,8 @@ class Hint:
 # ---------------------------------------------------------------- validation
 
 
-def validate_hints(raw: str | list | dict, max_hints: int = 4, min_hints: int = 1, env: str = "alfworld") -> list[str]:
-    """Parse an extractor's answer (JSON text, a list, or {"hints": [...]}) and check it against the schema.
-
-    ALFWorld hints must not name instances (`apple 1`); WebShop hints must not name product ids (sizes and
-    counts with numbers are fine there)."""
+def read_hint_list(raw: str | list | dict) -> list:
+    """The list an extractor's answer holds: JSON text (fenced or not), a list, or {"hints": [...]}."""
     data = raw
     if isinstance(raw, str):
         text = raw.strip()
@@ -69,6 +66,15 @@ def validate_hints(raw: str | list | dict, max_hints: int = 4, min_hints: int = 
         data = data["hints"]
     if not isinstance(data, list):
         raise HintFormatError(f"'hints' should be a list of strings, not {type(data).__name__}")
+    return data
+
+
+def validate_hints(raw: str | list | dict, max_hints: int = 4, min_hints: int = 1, env: str = "alfworld") -> list[str]:
+    """An extractor's answer checked against the schema: min_hints to max_hints sentences of at most 120 characters.
+
+    ALFWorld hints must not name instances (`apple 1`); WebShop hints must not name product ids (sizes and
+    counts with numbers are fine there)."""
+    data = read_hint_list(raw)
     if not min_hints <= len(data) <= max_hints:
         raise HintFormatError(f"{len(data)} hints; between {min_hints} and {max_hints} are allowed")
     hints = []

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .completion import ChatBackend
+from .episodes import HintSource
 from .hints import Hint
 
 RETRIEVERS = ("bm25", "embedding", "llm")
@@ -229,3 +230,14 @@ def retrieve_many(retriever, requests: list[tuple[str, str]], k: int = 3) -> lis
     if hasattr(retriever, "retrieve_many"):
         return retriever.retrieve_many(requests, k)
     return [retriever.retrieve(t, q, k) for t, q in requests]
+
+
+def hints_at_t0(retriever, k: int = 3) -> HintSource:
+    """The rollouts' hint source: for each episode starting now, the texts of k hints of its type, retrieved with its
+    task and first observation (one batched call for the LLM selector)."""
+
+    def source(starting):
+        requests = [(task_type, query_text(obs, task)) for _, task_type, obs, task in starting]
+        return [[h.text for h in hints] for hints in retrieve_many(retriever, requests, k)]
+
+    return source
