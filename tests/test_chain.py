@@ -1,6 +1,7 @@
 """The notebook chain on the smoke profile, executed once with papermill, then checked stage by stage."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -68,7 +69,7 @@ def test_01_failures(chain):
 def test_the_smoke_model_learned_the_games_stage_01_plays(chain, smoke_model):
     """The smoke model is a fixture that has seen the chain's training games (and no evaluation game): if the
     chain's sizes or seed change without its spec, this says so before the wins vanish."""
-    build = json.loads((smoke_model.path / "smoke_build.json").read_text())
+    build = json.loads((Path(smoke_model.path) / "smoke_build.json").read_text())
     played = {e["game_id"] for e in read_jsonl(chain / "01_failures" / "episodes.jsonl")}
     evaluated = {e["game_id"] for e in read_jsonl(chain / "06_eval" / "episodes.jsonl")}
     assert played and played <= set(build["train_games"])

@@ -8,6 +8,7 @@ and no test goal is seen before notebook 06.
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -117,7 +118,7 @@ def test_04_leak_check_catches_a_hint_planted_in_a_real_example(chain):
 
 
 def test_the_smoke_model_learned_the_goals_stage_01_plays(chain, smoke_model):
-    build = json.loads((smoke_model.path / "smoke_build.json").read_text())
+    build = json.loads((Path(smoke_model.path) / "smoke_build.json").read_text())
     played = {e["game_id"] for e in read_jsonl(chain / "01_failures" / "episodes.jsonl")}
     tested = {e["game_id"] for e in read_jsonl(chain / "06_eval" / "episodes.jsonl")}
     assert played and played <= set(build["train_games"]) and not tested & set(build["train_games"])

@@ -14,7 +14,7 @@ from ragdistill.numerics import PORTABLE_ENV, applies, is_portable, weights_hash
 from ragdistill.smoke import SmokeSpec
 
 pytestmark = pytest.mark.skipif(not applies(), reason="the numeric pins exist for x86-64 only")
-TINY = SmokeSpec(games_per_type=1, webshop_goals=2, train_steps=3, variants=1)
+TINY = SmokeSpec(games_per_type=1, webshop_goals=2, train_steps=3, variants=1, chain_tasks=2, chain_repeats=1)
 NATIVE = {k: "" for k in PORTABLE_ENV}  # empty: each library picks the fastest path this processor has
 
 

@@ -22,7 +22,7 @@ BEFORE = {
             "01_failure_collection": {"n_games": 6, "max_steps": 15},
             "03_teacher_generation": {"max_steps": 15},
             "05_student_training": {"effective_batch": 2, "epochs": 3.0, "learning_rate": 2e-3},
-            "06_evaluation": {"n_games": 6, "max_steps": 15},
+            "06_evaluation": {"n_games": 3, "max_steps": 15},
         },
     },
     "cpu": {
