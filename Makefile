@@ -33,7 +33,7 @@ help:
 	@echo "make run     run the notebook chain on PROFILE=$(PROFILE) on BENCHMARK=$(BENCHMARK) (alfworld or webshop) into outputs/runs/ (RUN=<dir> resumes one;"
 	@echo "             SET='backend=vllm base_url=http://host:8000/v1' sets notebook parameters of the stages that have them)"
 	@echo "make test    run the test suite"
-	@echo "make reference  rerun the smoke chain and rewrite the regression test's reference figures"
+	@echo "make reference  rerun both smoke chains and rewrite the regression tests' reference figures"
 	@echo "make vllm    vLLM (the gpu profiles' engine) in its own environment, .venv-vllm (a CUDA machine)"
 	@echo "make data    unpack or download the ALFWorld data into ALFWORLD_DATA=$(ALFWORLD_DATA)"
 	@echo "             and the WebShop data into WEBSHOP_DATA=$(WEBSHOP_DATA) (from WEBSHOP_ARCHIVE)"
@@ -74,7 +74,7 @@ THREADS ?= 1
 run: $(STAMP) data
 	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m ragdistill.pipeline --profile $(PROFILE) --env $(BENCHMARK) $(if $(RUN),--run $(RUN)) $(foreach s,$(SET),--set $(s))
 
-# Rerun the smoke chain and rewrite tests/reference/smoke_chain.json; prints every figure that changed.
+# Rerun both smoke chains and rewrite tests/reference/smoke_chain.json; prints every figure that changed.
 reference: $(STAMP) data
 	$(TEST_ENV) $(BIN)/python -m ragdistill.regression --update
 

@@ -141,3 +141,21 @@ def send_chat_completion(handler, text: str, model: str = "m") -> None:
     handler.send_header("Content-Length", str(len(data)))
     handler.end_headers()
     handler.wfile.write(data)
+
+
+def assert_key_figures_equal_reference(run_dir, env: str) -> None:
+    """A smoke chain's key figures equal its benchmark's part of tests/reference/smoke_chain.json (same model)."""
+    import json
+
+    from ragdistill.numerics import applies
+    from ragdistill.regression import REFERENCE, differences, key_figures
+
+    reference = json.loads(REFERENCE.read_text())[env]
+    measured = key_figures(run_dir)
+    if measured["model"] != reference["model"]:
+        if not applies():
+            pytest.skip("the smoke model's portable numerics exist for x86-64 only: this machine built other weights")
+        pytest.fail(f"The smoke model built here ({measured['model']}) is not the one the reference was made with "
+                    f"({reference['model']}): its build changed. If that was meant, run `make reference` and commit "
+                    f"the new {REFERENCE.name} with the reason.")
+    assert differences(measured, reference) == []

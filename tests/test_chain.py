@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_key_figures_equal_reference
 from ragdistill.io import read_jsonl
 from ragdistill.pipeline import CHAIN_PARAMS, run_chain
 
@@ -174,19 +175,7 @@ def test_06_eval_plays_every_condition_on_evaluation_games_only(chain):
 
 def test_key_figures_equal_the_committed_reference(chain):
     """Update deliberately with `make reference`, which prints what changed."""
-    from ragdistill.regression import REFERENCE, differences, key_figures
-
-    from ragdistill.numerics import applies
-
-    reference = json.loads(REFERENCE.read_text())
-    measured = key_figures(chain)
-    if measured["model"] != reference["model"]:
-        if not applies():
-            pytest.skip("the smoke model's portable numerics exist for x86-64 only: this machine built other weights")
-        pytest.fail(f"The smoke model built here ({measured['model']}) is not the one the reference was made with "
-                    f"({reference['model']}): its build changed. If that was meant, run `make reference` and commit "
-                    "the new tests/reference/smoke_chain.json with the reason.")
-    assert differences(measured, reference) == []
+    assert_key_figures_equal_reference(chain, "alfworld")
 
 
 def test_a_rerun_of_a_finished_run_skips_every_stage(chain):

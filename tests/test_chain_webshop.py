@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import assert_key_figures_equal_reference
 from ragdistill.envs import get_task, is_training_task
 from ragdistill.io import read_jsonl
 from ragdistill.pipeline import CHAIN_PARAMS, STAGES, run_chain
@@ -135,3 +136,8 @@ def test_06_scores_the_test_goals(chain):
         eps = [e for e in episodes if e["condition"] == cond]
         assert metrics["per_condition"][cond]["all"]["score"] == round(100 * sum(e["reward"] for e in eps) / len(eps), 1)
     assert metrics["headline"].startswith("score")
+
+
+def test_key_figures_equal_the_committed_reference(chain):
+    """The WebShop chain's figures, distilled and SFT examples and both students included (`make reference`)."""
+    assert_key_figures_equal_reference(chain, "webshop")

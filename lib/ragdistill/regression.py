@@ -3,8 +3,8 @@
 The reference names the smoke model it was made with (the hash of its weights): the figures are exact only
 for that model. The smoke model is built with portable numerics (numerics.py), so every x86-64 machine
 builds the same weights and the same figures follow; a different hash means the smoke model itself changed.
-`python -m ragdistill.regression --update` reruns the smoke chain and rewrites the reference, printing
-what changed, so a change of results is always a deliberate, reviewed commit (`make reference`).
+`python -m ragdistill.regression --update` reruns the smoke chain on each benchmark and rewrites its reference,
+printing what changed, so a change of results is always a deliberate, reviewed commit (`make reference`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 from .io import atomic_write_json, read_jsonl
 from .paths import PROJECT_ROOT
 
-REFERENCE = PROJECT_ROOT / "tests" / "reference" / "smoke_chain.json"
+REFERENCE = PROJECT_ROOT / "tests" / "reference" / "smoke_chain.json"  # {benchmark: key figures}
+ENVS = ("alfworld", "webshop")
 
 
 def _episodes(path_or_records) -> dict:
@@ -81,8 +82,8 @@ def differences(measured: dict, reference: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def update(run_dir: Path | None = None) -> list[str]:
-    """Run the smoke chain (or take a finished run) and rewrite the reference; returns what changed."""
+def update(run_dir: Path | None = None, env: str = "alfworld") -> list[str]:
+    """Run the smoke chain on `env` (or take a finished run of it) and rewrite its reference; returns what changed."""
     from .pipeline import run_chain
 
     from .numerics import applies, is_portable
@@ -92,25 +93,31 @@ def update(run_dir: Path | None = None) -> list[str]:
                            "them (or export the variables of ragdistill.numerics.PORTABLE_ENV before starting Python).")
     if run_dir is None:
         os.environ.setdefault("RAGDISTILL_OUTPUTS", tempfile.mkdtemp(prefix="ragdistill-reference-"))
-        run_dir = run_chain("smoke", run="reference")
+        run_dir = run_chain("smoke", run=f"reference-{env}", env=env)
     figures = key_figures(run_dir)
-    old = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else {}
-    changed = differences(figures, old)
-    atomic_write_json(REFERENCE, figures)
+    everything = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else {}
+    changed = differences(figures, everything.get(env, {}))
+    atomic_write_json(REFERENCE, {**everything, env: figures})
     return changed
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--update", action="store_true", help="rerun the smoke chain and rewrite the reference")
-    parser.add_argument("--run-dir", type=Path, help="take the figures of this finished smoke run instead")
+    parser.add_argument("--env", choices=ENVS, action="append",
+                        help="the benchmark whose reference to remake (default: every one)")
+    parser.add_argument("--run-dir", type=Path, help="take the figures of this finished smoke run instead (one --env)")
     args = parser.parse_args(argv)
     if not args.update:
         parser.print_help()
         return 0
-    changed = update(args.run_dir)
-    print(f"reference: {REFERENCE}")
-    print("\n".join(changed) if changed else "no figure changed")
+    envs = args.env or list(ENVS)
+    if args.run_dir and len(envs) != 1:
+        parser.error("--run-dir needs exactly one --env")
+    for env in envs:
+        changed = update(args.run_dir, env)
+        print(f"reference: {REFERENCE} ({env})")
+        print("\n".join(changed) if changed else "no figure changed")
     return 0
 
 
