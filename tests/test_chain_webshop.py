@@ -105,14 +105,16 @@ def test_04_to_06_the_distilled_path_runs(chain):
 
 def test_04_leak_check_catches_a_hint_planted_in_a_real_example(chain):
     from ragdistill.dehint import LeakError, leak_check
+    from ragdistill.episodes import episode_key
     from ragdistill.hints import load_bank
 
     distilled = list(read_jsonl(chain / "04_dehint" / "distilled.jsonl"))
     bank = [h.text for hs in load_bank(chain / "02_hints" / "bank.jsonl").values() for h in hs]
-    teacher = {e["game_id"] + "|" + e["agent"]: e for e in read_jsonl(chain / "03_teacher" / "teacher.jsonl")}
+    teacher = {episode_key(e["game_id"], e["agent"], e["condition"], e["seed"]): e
+               for e in read_jsonl(chain / "03_teacher" / "teacher.jsonl")}
     assert leak_check(distilled, bank)["examples_checked"] == len(distilled) > 0
     planted = json.loads(json.dumps(distilled))
-    hint = teacher[planted[0]["game_id"] + "|" + planted[0]["agent"]]["hints"][0]  # one this very episode was given
+    hint = teacher[planted[0]["id"].split(":", 1)[1]]["hints"][0]  # one this very episode was given
     planted[0]["messages"][0]["content"] += "\n- " + hint
     with pytest.raises(LeakError, match="1 student example"):
         leak_check(planted, bank)
