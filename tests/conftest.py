@@ -159,3 +159,60 @@ def assert_key_figures_equal_reference(run_dir, env: str) -> None:
                     f"({reference['model']}): its build changed. If that was meant, run `make reference` and commit "
                     f"the new {REFERENCE.name} with the reason.")
     assert differences(measured, reference) == []
+
+
+def assert_distilled_path_runs(run_dir) -> None:
+    """Not vacuous: the teacher won an episode the base agent lost, examples from teacher and base successes,
+    the leak check over every one of them with a non-empty bank, both students trained, and all four
+    conditions played."""
+    import json
+
+    from ragdistill.agents import HINT_BEGIN
+    from ragdistill.envs import is_training_task
+    from ragdistill.io import read_jsonl
+
+    metrics = lambda stage: json.loads((run_dir / stage / "metrics.json").read_text())  # noqa: E731
+    won = lambda stage: {(e["game_id"], e["agent"]) for e in read_jsonl(run_dir / stage / "episodes.jsonl") if e["won"]}  # noqa: E731
+    base_won, teacher_won = won("01_failures"), won("03_teacher")
+    assert teacher_won - base_won, "the hints changed no outcome: the teacher won only episodes the base agent won"
+    dehint = metrics("04_dehint")
+    distilled = list(read_jsonl(run_dir / "04_dehint" / "distilled.jsonl"))
+    sft = list(read_jsonl(run_dir / "04_dehint" / "sft.jsonl"))
+    assert 0 < len(distilled) == dehint["distilled"]["examples"] <= len(teacher_won)
+    assert 0 < len(sft) == dehint["sft"]["examples"] <= len(base_won)
+    # The distilled set holds an episode only the teacher won: the two students learn from different data.
+    assert {(e["game_id"], e["agent"]) for e in distilled} - base_won
+    check = dehint["leak_check"]
+    assert check["leaks"] == 0 and check["examples_checked"] == len(distilled) + len(sft) and check["hint_texts_checked"] > 0
+    assert all(HINT_BEGIN not in json.dumps(e["messages"]) and is_training_task(e["game_id"]) for e in distilled + sft)
+    student = metrics("05_student")
+    for name, examples in (("distilled", distilled), ("sft", sft)):
+        adapter = student["adapters"][name]
+        assert not adapter["skipped"] and adapter["examples"] == len(examples) and adapter["steps"] >= 1, name
+        assert (run_dir / "05_student" / "adapters" / name / "adapter_config.json").is_file()
+    evaluation = metrics("06_eval")
+    assert set(evaluation["conditions_played"]) == {"base", "hints", "sft", "distilled"}
+    episodes = list(read_jsonl(run_dir / "06_eval" / "episodes.jsonl"))
+    assert all(sum(e["condition"] == c for e in episodes) > 0 for c in evaluation["conditions_played"])
+
+
+def assert_planted_leak_is_caught(run_dir) -> None:
+    """One of the teacher's own hints, added to a real distilled example, fails the leak check."""
+    import json
+
+    from ragdistill.dehint import LeakError, leak_check
+    from ragdistill.episodes import episode_key
+    from ragdistill.hints import load_bank
+    from ragdistill.io import read_jsonl
+
+    distilled = list(read_jsonl(run_dir / "04_dehint" / "distilled.jsonl"))
+    bank = [h.text for hs in load_bank(run_dir / "02_hints" / "bank.jsonl").values() for h in hs]
+    teacher = {episode_key(e["game_id"], e["agent"], e["condition"], e["seed"]): e
+               for e in read_jsonl(run_dir / "03_teacher" / "teacher.jsonl")}
+    assert leak_check(distilled, bank)["examples_checked"] == len(distilled) > 0
+    given = [(i, teacher[e["id"].split(":", 1)[1]]["hints"]) for i, e in enumerate(distilled)]
+    i, hints = next((i, hints) for i, hints in given if hints)  # an example whose episode was given hints
+    planted = json.loads(json.dumps(distilled))
+    planted[i]["messages"][0]["content"] += "\n- " + hints[0]  # one this very episode was given
+    with pytest.raises(LeakError, match="1 student example"):
+        leak_check(planted, bank)

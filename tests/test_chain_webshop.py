@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_key_figures_equal_reference
+from conftest import assert_distilled_path_runs, assert_key_figures_equal_reference, assert_planted_leak_is_caught
 from ragdistill.envs import get_task, is_training_task
 from ragdistill.io import read_jsonl
 from ragdistill.pipeline import CHAIN_PARAMS, STAGES, run_chain
@@ -76,48 +76,15 @@ def test_03_teacher_hints_come_from_the_goal_category(chain):
 
 
 def test_04_to_06_the_distilled_path_runs(chain):
-    """Not vacuous: examples from teacher and base successes, the leak check over every one of them with a
-    non-empty bank, both students trained, and all four conditions played on the test goals."""
-    from ragdistill.agents import HINT_BEGIN
-
-    dehint = _metrics(chain, "04_dehint")
-    teacher_wins = sum(e["won"] for e in read_jsonl(chain / "03_teacher" / "episodes.jsonl"))
-    base_wins = sum(e["won"] for e in read_jsonl(chain / "01_failures" / "episodes.jsonl"))
-    distilled = list(read_jsonl(chain / "04_dehint" / "distilled.jsonl"))
-    sft = list(read_jsonl(chain / "04_dehint" / "sft.jsonl"))
-    assert 0 < len(distilled) == dehint["distilled"]["examples"] <= teacher_wins
-    assert 0 < len(sft) == dehint["sft"]["examples"] <= base_wins
-    check = dehint["leak_check"]
-    assert check["leaks"] == 0 and check["examples_checked"] == len(distilled) + len(sft) and check["hint_texts_checked"] > 0
-    assert all(HINT_BEGIN not in json.dumps(e["messages"]) and is_training_task(e["game_id"]) for e in distilled + sft)
-    student = _metrics(chain, "05_student")
-    for name, examples in (("distilled", distilled), ("sft", sft)):
-        adapter = student["adapters"][name]
-        assert not adapter["skipped"] and adapter["examples"] == len(examples) and adapter["steps"] >= 1, name
-        assert (chain / "05_student" / "adapters" / name / "adapter_config.json").is_file()
+    assert_distilled_path_runs(chain)
     assert json.loads((chain / "05_student" / "config.json").read_text())["env"] == "webshop"
-    evaluation = _metrics(chain, "06_eval")
-    assert set(evaluation["conditions_played"]) == {"base", "hints", "sft", "distilled"}
-    episodes = list(read_jsonl(chain / "06_eval" / "episodes.jsonl"))
     n_games = SMOKE["06_evaluation"]["n_games"]
-    assert all(sum(e["condition"] == c for e in episodes) == 2 * n_games for c in evaluation["conditions_played"])
+    episodes = list(read_jsonl(chain / "06_eval" / "episodes.jsonl"))
+    assert all(sum(e["condition"] == c for e in episodes) == 2 * n_games for c in ("base", "hints", "sft", "distilled"))
 
 
 def test_04_leak_check_catches_a_hint_planted_in_a_real_example(chain):
-    from ragdistill.dehint import LeakError, leak_check
-    from ragdistill.episodes import episode_key
-    from ragdistill.hints import load_bank
-
-    distilled = list(read_jsonl(chain / "04_dehint" / "distilled.jsonl"))
-    bank = [h.text for hs in load_bank(chain / "02_hints" / "bank.jsonl").values() for h in hs]
-    teacher = {episode_key(e["game_id"], e["agent"], e["condition"], e["seed"]): e
-               for e in read_jsonl(chain / "03_teacher" / "teacher.jsonl")}
-    assert leak_check(distilled, bank)["examples_checked"] == len(distilled) > 0
-    planted = json.loads(json.dumps(distilled))
-    hint = teacher[planted[0]["id"].split(":", 1)[1]]["hints"][0]  # one this very episode was given
-    planted[0]["messages"][0]["content"] += "\n- " + hint
-    with pytest.raises(LeakError, match="1 student example"):
-        leak_check(planted, bank)
+    assert_planted_leak_is_caught(chain)
 
 
 def test_the_smoke_model_learned_the_goals_stage_01_plays(chain, smoke_model):
