@@ -36,6 +36,37 @@ def test_spec_key_changes_with_the_spec():
     assert base.steps == 45  # 180 demonstrations, 4 per step
 
 
+def test_fields_added_later_keep_the_key_of_folders_built_before_them():
+    assert WarmSpec().key() == "fa2c14ae07"  # the default warm-start's folder, as built before `search` existed
+    keys = {WarmSpec().key(), WarmSpec(search="ordered").key(), WarmSpec(hint_share=0.5).key(),
+            WarmSpec(search="ordered", hint_share=0.5).key()}
+    assert len(keys) == 4
+
+
+def test_searching_demonstrations_follow_a_hint_block_in_some_prompts(alfworld_root):
+    from ragdistill.agents import HINT_BEGIN
+    from ragdistill.alfworld_env import folder_names
+    from ragdistill.curriculum import guides_of, room_receptacles
+
+    records = demo_records(WarmSpec(games=12, search="ordered", hint_share=0.5), workers=1)
+    assert records and all(r["won"] and is_reserved(r["game_id"]) for r in records)
+    hinted = [r for r in records if r["hints"]]
+    assert 0 < len(hinted) < len(records)
+    followed = 0
+    for r in hinted:  # the first receptacle visited is of the first kind its hints name that the room has
+        guides = guides_of(r["hints"], folder_names(r["game_id"])[0])
+        assert tuple(r["guides"]) == guides
+        in_room = {place.rsplit(" ", 1)[0] for place in room_receptacles(r["observation"])}
+        present = [kind for kind in guides if kind in in_room]
+        if present:
+            first = next(s["action"] for s in r["steps"] if s["action"].startswith("go to "))
+            assert first[len("go to "):].rsplit(" ", 1)[0] == present[0], (r["game_id"], guides, first)
+            followed += 1
+    assert followed > 0
+    chats = demo_chats(records)
+    assert sum(HINT_BEGIN in c[0]["content"] for c in chats) == len(hinted)
+
+
 def test_demonstration_chats_are_the_agents_formats(alfworld_root):
     records = demo_records(WarmSpec(games=2), workers=1)
     assert len(records) == 2 and all(r["won"] for r in records)

@@ -86,13 +86,25 @@ class WarmSpec:
     epochs: int = 1
     max_tokens: int = 3072  # longer demonstrations are left out
     threads: int = 1
+    # How the demonstrations search (curriculum.Mix): "walkthrough" replays the expert's plan (after `detours`
+    # visits elsewhere); "random" and "ordered" are curriculum.py's searching demonstrations, `hint_share` of
+    # them played under a retrieved hint block that they follow.
+    search: str = "walkthrough"
+    hint_share: float = 0.0
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+        fields = asdict(self)
+        for name, unset in _ADDED_FIELDS.items():  # hashed only when set: folders built before them stay valid
+            if fields[name] == unset:
+                del fields[name]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
 
     @property
     def steps(self) -> int:
         return math.ceil(self.games * self.epochs / self.batch_size)
+
+
+_ADDED_FIELDS = {"search": "walkthrough", "hint_share": 0.0}
 
 
 def demo_games(spec: WarmSpec) -> list:
@@ -105,9 +117,15 @@ def demo_games(spec: WarmSpec) -> list:
 
 
 def demo_records(spec: WarmSpec, workers: int = 2) -> list[dict]:
-    """Walkthrough replays (with searching detours) of the demonstration games, cached as JSONL."""
+    """Walkthrough replays (with searching detours) of the demonstration games, cached as JSONL; or, for a
+    searching spec, curriculum.py's demonstrations, some under a hint block (won ones only)."""
     from .walkthroughs import cached_replays
 
+    if spec.search != "walkthrough" or spec.hint_share:
+        from .curriculum import Mix, alfworld_demos
+
+        mix = Mix(seed=spec.seed, hint_share=spec.hint_share, search=spec.search, detours=spec.detours)
+        return alfworld_demos(demo_games(spec), mix, workers=workers)
     cache_file = cache_dir() / "walkthroughs" / f"reserved-detours{spec.detours}.jsonl"
     records = cached_replays(demo_games(spec), cache_file, workers=workers, detours=spec.detours)
     return [r for r in records if r["won"]]
