@@ -6,6 +6,7 @@ The full build (~20 minutes on one core) is never triggered here; bench/warmstar
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import torch
 
@@ -33,13 +34,15 @@ def test_spec_key_changes_with_the_spec():
     keys = {base.key(), WarmSpec(detours=2).key(), WarmSpec(lr=5e-4).key(), WarmSpec(games=120).key(),
             WarmSpec(agents=("react",)).key()}
     assert len(keys) == 5
-    assert base.steps == 45  # 180 demonstrations, 4 per step
+    assert base.steps == 90  # 180 games, two passes, 4 per step (at most: searching demonstrations that lose are left out)
 
 
 def test_fields_added_later_keep_the_key_of_folders_built_before_them():
-    assert WarmSpec().key() == "fa2c14ae07"  # the default warm-start's folder, as built before `search` existed
-    keys = {WarmSpec().key(), WarmSpec(search="ordered").key(), WarmSpec(hint_share=0.5).key(),
-            WarmSpec(search="ordered", hint_share=0.5).key()}
+    walkthroughs = WarmSpec(search="walkthrough", hint_share=0.0, epochs=1, threads=1)
+    assert walkthroughs.key() == "fa2c14ae07"  # the walkthrough warm-start's folder, built before `search` existed
+    assert walkthroughs.steps == 45
+    keys = {walkthroughs.key(), replace(walkthroughs, search="ordered").key(), replace(walkthroughs, hint_share=0.5).key(),
+            WarmSpec().key()}
     assert len(keys) == 4
 
 
@@ -68,7 +71,7 @@ def test_searching_demonstrations_follow_a_hint_block_in_some_prompts(alfworld_r
 
 
 def test_demonstration_chats_are_the_agents_formats(alfworld_root):
-    records = demo_records(WarmSpec(games=2), workers=1)
+    records = demo_records(WarmSpec(games=2, search="walkthrough", hint_share=0.0), workers=1)
     assert len(records) == 2 and all(r["won"] for r in records)
     react, stateact = demo_chats(records)
     assert react[-1]["role"] == stateact[-1]["role"] == "assistant"
@@ -82,11 +85,13 @@ def test_tiny_build_on_the_smoke_model_gives_a_plain_changed_checkpoint(smoke_mo
 
     from ragdistill.chat_template import has_generation_markers
 
-    spec = WarmSpec(games=2, batch_size=1, lr=1e-2)
+    spec = WarmSpec(games=12, batch_size=2, epochs=1, lr=1e-2)  # the default's searching, hinted demonstrations
+    records = demo_records(spec, workers=1)
     dest = build_warm_checkpoint(spec, base=smoke_model.path, dest=tmp_path / "warm", progress=False, verbose=False)
     assert (dest / "config.json").is_file() and not (dest / "adapter_config.json").exists()
     info = json.loads((dest / "warmstart.json").read_text())
-    assert info["optimizer_steps"] == 2 and info["examples"] == 2 and info["spec"]["games"] == 2
+    assert info["examples"] == len(records) > 0 and info["optimizer_steps"] == -(-len(records) // 2)
+    assert 0 < info["with_hints"] == sum(bool(r["hints"]) for r in records) < len(records)
     assert all(is_reserved(g) for g in info["train_games"])
     assert build_warm_checkpoint(spec, base=smoke_model.path, dest=dest) == dest  # cached: no rebuild
 

@@ -13,7 +13,8 @@ def model_path(profile: str | Profile) -> str:
     """Local folder (smoke, cpu: built on first use) or Hub id (gpu-*).
 
     The `cpu` model is SmolLM2-135M-Instruct after its warm-start (warmstart.py): a short LoRA on expert
-    demonstrations of reserved train games, merged, the miniature's stand-in for a 7B model's prior skill.
+    demonstrations of reserved train games (about half of them following a hint block), merged: the
+    miniature's stand-in for a 7B model's prior skills.
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
     if profile.source == "smoke":

@@ -1,13 +1,16 @@
 """The `cpu` profile's model: SmolLM2-135M-Instruct converted from its GGUF file, then a warm-start (a short LoRA
-on expert demonstrations of reserved train games).
+on demonstrations of reserved train games).
 
 SmolLM2-135M-Instruct out of the box answers ALFWorld in prose and wins almost no game, so every later
-stage would have nothing to work with. The paper's 7B model brings some skill at the game natively; this
-warm-start is the miniature's stand-in for that prior skill. It learns from walkthroughs of the reserved
-slice of train (`alfworld_env.reserved_games`, never used by any later stage, never an evaluation game),
-replayed as the expert played them (`detours` adds visits to other receptacles first), written in the
-agents' own formats (ReAct and StateAct, alternating). The LoRA is merged into the weights and saved as a plain checkpoint,
-built once and cached under `cache_dir()/models/smollm2-135m-warm-<key>`.
+stage would have nothing to work with. The paper's 7B model brings two skills natively: it acts in the game's
+command language, and it follows a rule written in its prompt. This warm-start is the miniature's stand-in for
+both. It learns from the reserved slice of train (`alfworld_env.reserved_games`, never used by any later
+stage, never an evaluation game): by default curriculum.py's searching demonstrations (visit the receptacles
+in the room's order until the object is in sight, then the expert's plan), about half of them under a hint
+block made from the reserved games' own expert plans that they follow (the hinted kinds are visited first);
+`search="walkthrough"` replays the expert's plans instead. Written in the agents' own formats (ReAct and
+StateAct, alternating). The LoRA is merged into the weights and saved as a plain checkpoint, built once and
+cached under `cache_dir()/models/smollm2-135m-warm-<key>`.
 """
 
 from __future__ import annotations
@@ -83,14 +86,14 @@ class WarmSpec:
     lora_alpha: int = 64
     lr: float = 1e-3
     batch_size: int = 4  # demonstrations per optimizer step (gradients accumulated, no padding)
-    epochs: int = 1
+    epochs: int = 2
     max_tokens: int = 3072  # longer demonstrations are left out
-    threads: int = 1
+    threads: int = 2  # the build has the machine to itself (make run)
     # How the demonstrations search (curriculum.Mix): "walkthrough" replays the expert's plan (after `detours`
     # visits elsewhere); "random" and "ordered" are curriculum.py's searching demonstrations, `hint_share` of
     # them played under a retrieved hint block that they follow.
-    search: str = "walkthrough"
-    hint_share: float = 0.0
+    search: str = "ordered"
+    hint_share: float = 0.5
 
     def key(self) -> str:
         fields = asdict(self)
@@ -101,6 +104,7 @@ class WarmSpec:
 
     @property
     def steps(self) -> int:
+        """Optimizer steps when every game gives a demonstration (a searching spec keeps only the won ones)."""
         return math.ceil(self.games * self.epochs / self.batch_size)
 
 
@@ -242,6 +246,7 @@ def build_warm_checkpoint(
         "base": str(base),
         "train_games": [r["game_id"] for r in records],
         "examples": len(examples),
+        "with_hints": sum(bool(r.get("hints")) for r in records),
         "dropped_too_long": dropped,
         "tokens": sum(len(ids) for ids, _ in examples),
         "assistant_tokens": sum(sum(m) for _, m in examples),
