@@ -19,6 +19,13 @@ def chain(alfworld_root, smoke_model, module_outputs):
     return run_chain("smoke", run="chain")
 
 
+def _bank_texts(run_dir) -> dict[str, set[str]]:
+    """Stage 02's hint texts per task type."""
+    from ragdistill.hints import load_bank
+
+    return {t: {h.text for h in hs} for t, hs in load_bank(run_dir / "02_hints" / "bank.jsonl").items()}
+
+
 def _metrics(run_dir, stage):
     return json.loads((run_dir / stage / "metrics.json").read_text())
 
@@ -95,14 +102,12 @@ def test_02_hints_come_from_train_failures_only(chain):
 
 
 def test_03_teacher_plays_the_same_games_with_retrieved_hints(chain):
-    from ragdistill.hints import load_bank
-
     metrics = _metrics(chain, "03_teacher")
     base = list(read_jsonl(chain / "01_failures" / "episodes.jsonl"))
     teacher = list(read_jsonl(chain / "03_teacher" / "episodes.jsonl"))
     assert sorted((e["game_id"], e["agent"]) for e in teacher) == sorted((e["game_id"], e["agent"]) for e in base)
     assert all(e["condition"] == "hints" for e in teacher)
-    bank = {t: {h.text for h in hs} for t, hs in load_bank(chain / "02_hints" / "bank.jsonl").items()}
+    bank = _bank_texts(chain)
     for e in teacher:  # up to k=3 of its type's hints: none for a type whose failures gave none
         assert len(e["hints"]) == min(3, len(bank.get(e["task_type"], ()))) and set(e["hints"]) <= bank.get(e["task_type"], set())
     assert any(e["hints"] for e in teacher)
@@ -154,8 +159,6 @@ def test_05_student_trained_what_there_was(chain):
 
 
 def test_06_eval_plays_every_condition_on_evaluation_games_only(chain):
-    from ragdistill.hints import load_bank
-
     metrics = _metrics(chain, "06_eval")
     params = SMOKE["06_evaluation"]
     episodes = list(read_jsonl(chain / "06_eval" / "episodes.jsonl"))
@@ -164,7 +167,7 @@ def test_06_eval_plays_every_condition_on_evaluation_games_only(chain):
     assert set(played) == {"base", "hints"} | trained and set(metrics["conditions_skipped"]) == {"sft", "distilled"} - trained
     assert metrics["episodes"] == len(episodes) == params["n_games"] * 2 * len(played)
     assert all(e["split"] == "valid_unseen" and e["steps"] <= params["max_steps"] for e in episodes)
-    bank = {t: {h.text for h in hs} for t, hs in load_bank(chain / "02_hints" / "bank.jsonl").items()}
+    bank = _bank_texts(chain)
     for e in episodes:  # hints for the teacher's condition only, as many as its type has up to k=3
         expected = min(3, len(bank.get(e["task_type"], ()))) if e["condition"] == "hints" else 0
         assert len(e["hints"]) == expected and set(e["hints"]) <= bank.get(e["task_type"], set())

@@ -219,13 +219,14 @@ def build_warm_checkpoint(
     tok = AutoTokenizer.from_pretrained(base)
     if not has_generation_markers(tok.chat_template):
         raise RuntimeError(f"the chat template of {base} has no generation markers: cannot mask the loss")
-    examples, dropped = [], 0
-    for chat in demo_chats(records, spec.agents):
+    examples, dropped, with_hints = [], 0, 0
+    for record, chat in zip(records, demo_chats(records, spec.agents)):
         ids, mask = encode(tok, chat)
         if len(ids) > spec.max_tokens:
             dropped += 1
             continue
         examples.append((ids, mask))
+        with_hints += bool(record.get("hints"))
     if not examples:
         raise RuntimeError("no warm-start demonstration fits max_tokens")
 
@@ -246,7 +247,7 @@ def build_warm_checkpoint(
         "base": str(base),
         "train_games": [r["game_id"] for r in records],
         "examples": len(examples),
-        "with_hints": sum(bool(r.get("hints")) for r in records),
+        "with_hints": with_hints,  # of the examples trained on
         "dropped_too_long": dropped,
         "tokens": sum(len(ids) for ids, _ in examples),
         "assistant_tokens": sum(sum(m) for _, m in examples),
