@@ -90,3 +90,30 @@ def test_stateact_answer_tracks_location_and_inventory():
     assert "inventory: mug 1" in text and text.endswith("action: move mug 1 to desk 1")
     with pytest.raises(ValueError):
         get_agent("reflexion")
+
+
+def test_grounded_thoughts_name_the_object_then_what_the_last_visit_found():
+    record = {
+        "game_id": "train/heat_then_place_in_recep-Egg-None-GarbageCan-1/trial_x",
+        "task_type": "heat",
+        "task": "heat some egg and put it in garbagecan.",
+        "guides": ["countertop"],
+        "steps": [
+            {"action": "go to countertop 1", "observation": "You arrive at countertop 1. On the countertop 1, you see a tomato 1."},
+            {"action": "go to fridge 1", "observation": "You arrive at fridge 1. The fridge 1 is closed."},
+            {"action": "open fridge 1", "observation": "You open the fridge 1. In it, you see a egg 2, and a potato 1."},
+            {"action": "take egg 2 from fridge 1", "observation": "You pick up the egg 2 from the fridge 1."},
+            {"action": "go to microwave 1", "observation": "You arrive at microwave 1."},
+        ],
+    }
+    plain = [s["thought"] for s in annotate(record)]
+    grounded = [s["thought"] for s in annotate(record, grounded=True)]
+    assert grounded[:4] == [
+        "Looking for an egg. A rule says to search the countertops early. I will check countertop 1.",
+        "Looking for an egg: none here. I will check fridge 1.",
+        "The fridge 1 is closed. I open it to look inside.",
+        "Looking for an egg: egg 2 is here. I take it.",
+    ]
+    assert grounded[4] == plain[4] == "I have the egg. To heat it, I go to microwave 1."
+    # Plain thoughts are the default (the smoke model and the few-shot examples are written with them).
+    assert plain[1] == "An egg could be on or in fridge 1. I will look there." and plain[3] == "I see egg 2 here. I take it."

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
 import torch
 
 from ragdistill.alfworld_env import is_reserved, list_games, training_pool
@@ -44,6 +45,11 @@ def test_fields_added_later_keep_the_key_of_folders_built_before_them():
     keys = {walkthroughs.key(), replace(walkthroughs, search="ordered").key(), replace(walkthroughs, hint_share=0.5).key(),
             WarmSpec().key()}
     assert len(keys) == 4
+    searching = WarmSpec(search="ordered", hint_share=0.5, thoughts="plain")
+    assert searching.key() == "e225e6caae"  # the searching warm-start's folder, built before `thoughts` existed
+    assert replace(searching, thoughts="grounded").key() != searching.key()
+    with pytest.raises(ValueError, match="unknown thoughts"):
+        demo_chats([], thoughts="terse")
 
 
 def test_searching_demonstrations_follow_a_hint_block_in_some_prompts(alfworld_root):

@@ -17,8 +17,14 @@ def _an(word: str) -> str:
     return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
-def annotate(record: dict) -> list[dict]:
-    """Per step: a thought, the action, the observation, and the location and inventory before acting."""
+def annotate(record: dict, grounded: bool = False) -> list[dict]:
+    """Per step: a thought, the action, the observation, and the location and inventory before acting.
+
+    `grounded` thoughts open every search step with the object sought ("Looking for an egg:"), then say
+    whether the receptacle just visited holds one ("egg 1 is here." / "none here."), before the action: the
+    decision to take or to search on is written right after the object's name, and never depends on what
+    later steps find.
+    """
     obj = record.get("target") or folder_names(record["game_id"])[0]
     steps = record["steps"]
     location, inventory, transformed = START, [], False
@@ -29,7 +35,12 @@ def annotate(record: dict) -> list[dict]:
         if action.startswith("go to "):
             place = action[6:]
             kind = re.sub(r"\s*\d+$", "", place)
-            if not inventory and kind in record.get("guides", ()):
+            if grounded and not inventory:
+                searched = i > 0 and steps[i - 1]["action"].startswith(("go to ", "open "))
+                lead = f"Looking for {_an(obj)}: none here." if searched else f"Looking for {_an(obj)}."
+                rule = f" A rule says to search the {kind}s early." if kind in record.get("guides", ()) else ""
+                thought = f"{lead}{rule} I will check {place}."
+            elif not inventory and kind in record.get("guides", ()):
                 thought = f"A rule says to search the {kind}s early for {_an(obj)}. I will check {place}."
             elif not inventory:
                 thought = (
@@ -49,7 +60,7 @@ def annotate(record: dict) -> list[dict]:
             location = place
         elif action.startswith("take "):
             item = re.match(r"take (.+?) from", action).group(1)
-            thought = f"I see {item} here. I take it."
+            thought = f"Looking for {_an(obj)}: {item} is here. I take it." if grounded and not inventory else f"I see {item} here. I take it."
             inventory.append(item)
         elif action.startswith("open "):
             thought = f"The {location} is closed. I open it to look inside."
@@ -83,6 +94,6 @@ def answer(agent: str, task: str, step: dict) -> str:
     raise ValueError(f"unknown agent {agent!r}")
 
 
-def demo_turns(agent: str, record: dict) -> list[tuple[str, str]]:
-    """(answer, observation) turns of a demonstration, ready for Agent.messages."""
-    return [(answer(agent, record["task"], s), s["observation"]) for s in annotate(record)]
+def demo_turns(agent: str, record: dict, grounded: bool = False) -> list[tuple[str, str]]:
+    """(answer, observation) turns of a demonstration, ready for Agent.messages (`grounded`: see annotate)."""
+    return [(answer(agent, record["task"], s), s["observation"]) for s in annotate(record, grounded)]

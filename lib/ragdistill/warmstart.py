@@ -94,6 +94,9 @@ class WarmSpec:
     # them played under a retrieved hint block that they follow.
     search: str = "ordered"
     hint_share: float = 0.5
+    # The demonstrations' thoughts: "plain" (demos.annotate's default) or "grounded" (each search step names
+    # the object sought, then whether the receptacle just visited holds one, before acting).
+    thoughts: str = "plain"
 
     def key(self) -> str:
         fields = asdict(self)
@@ -108,7 +111,7 @@ class WarmSpec:
         return math.ceil(self.games * self.epochs / self.batch_size)
 
 
-_ADDED_FIELDS = {"search": "walkthrough", "hint_share": 0.0}
+_ADDED_FIELDS = {"search": "walkthrough", "hint_share": 0.0, "thoughts": "plain"}
 
 
 def demo_games(spec: WarmSpec) -> list:
@@ -135,11 +138,13 @@ def demo_records(spec: WarmSpec, workers: int = 2) -> list[dict]:
     return [r for r in records if r["won"]]
 
 
-def demo_chats(records: list[dict], agents: tuple[str, ...] = ("react", "stateact")) -> list[list[dict]]:
+def demo_chats(records: list[dict], agents: tuple[str, ...] = ("react", "stateact"), thoughts: str = "plain") -> list[list[dict]]:
     """Each demonstration as its agent's chat (no few-shot examples), ending on the last answer."""
     from .curriculum import demo_chat
 
-    return [demo_chat(r, agents[i % len(agents)]) for i, r in enumerate(records)]
+    if thoughts not in ("plain", "grounded"):
+        raise ValueError(f"unknown thoughts {thoughts!r}: pick 'plain' or 'grounded'")
+    return [demo_chat(r, agents[i % len(agents)], thoughts == "grounded") for i, r in enumerate(records)]
 
 
 def default_dest(spec: WarmSpec) -> Path:
@@ -220,7 +225,7 @@ def build_warm_checkpoint(
     if not has_generation_markers(tok.chat_template):
         raise RuntimeError(f"the chat template of {base} has no generation markers: cannot mask the loss")
     examples, dropped, with_hints = [], 0, 0
-    for record, chat in zip(records, demo_chats(records, spec.agents)):
+    for record, chat in zip(records, demo_chats(records, spec.agents, spec.thoughts)):
         ids, mask = encode(tok, chat)
         if len(ids) > spec.max_tokens:
             dropped += 1
