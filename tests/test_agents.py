@@ -107,7 +107,7 @@ def test_grounded_thoughts_name_the_object_then_what_the_last_visit_found():
         ],
     }
     plain = [s["thought"] for s in annotate(record)]
-    grounded = [s["thought"] for s in annotate(record, grounded=True)]
+    grounded = [s["thought"] for s in annotate(record, "grounded")]
     assert grounded[:4] == [
         "Looking for an egg. A rule says to search the countertops early. I will check countertop 1.",
         "Looking for an egg: none here. I will check fridge 1.",
@@ -117,3 +117,18 @@ def test_grounded_thoughts_name_the_object_then_what_the_last_visit_found():
     assert grounded[4] == plain[4] == "I have the egg. To heat it, I go to microwave 1."
     # Plain thoughts are the default (the smoke model and the few-shot examples are written with them).
     assert plain[1] == "An egg could be on or in fridge 1. I will look there." and plain[3] == "I see egg 2 here. I take it."
+    record["steps"] += [
+        {"action": "heat egg 2 with microwave 1", "observation": "You heat the egg 2 using the microwave 1."},
+        {"action": "go to garbagecan 1", "observation": "You arrive at garbagecan 1."},
+        {"action": "move egg 2 to garbagecan 1", "observation": "You move the egg 2 to the garbagecan 1."},
+    ]
+    planned = [s["thought"] for s in annotate(record, "planned")]
+    assert planned[:3] == grounded[:3]  # the search is written as grounded
+    assert planned[3:7] == [
+        "Looking for an egg: egg 2 is here. I take it, then heat it with the microwave, then put it in the garbagecan.",
+        "The egg is not heated yet. I go to microwave 1 to heat it.",
+        "I heat the egg 2 with microwave 1.",
+        "The egg is heated. Now I take it to garbagecan 1.",
+    ]
+    with pytest.raises(ValueError, match="unknown thoughts"):
+        annotate(record, "terse")

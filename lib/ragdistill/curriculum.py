@@ -202,12 +202,12 @@ def alfworld_demos(games: list, mix: Mix, workers: int = 2) -> list[dict]:
     return [{**r, "hints": b} for r, b in zip(records, blocks) if r["won"]]
 
 
-def demo_chat(record: dict, agent_name: str, grounded: bool = False) -> list[dict]:
+def demo_chat(record: dict, agent_name: str, thoughts: str = "plain") -> list[dict]:
     """A demonstration as the agent's own chat (no few-shot examples, its hint block if any), ending on its
-    last answer (`grounded` thoughts: demos.annotate)."""
+    last answer (`thoughts`: demos.annotate)."""
     from .agents import get_agent
     from .demos import demo_turns
 
     agent = get_agent(agent_name)
-    turns = demo_turns(agent_name, record, grounded)
+    turns = demo_turns(agent_name, record, thoughts)
     return agent.messages(record["task_type"], record["observation"], turns, record.get("hints") or None, fewshot=False)[:-1]

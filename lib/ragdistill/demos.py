@@ -17,17 +17,39 @@ def _an(word: str) -> str:
     return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
-def annotate(record: dict, grounded: bool = False) -> list[dict]:
+THOUGHTS = ("plain", "grounded", "planned")
+_VERBED = {"heat": "heated", "cool": "cooled", "clean": "cleaned"}
+_APPLIANCE = {"heat": "microwave", "cool": "fridge", "clean": "sinkbasin"}
+
+
+def _rest_of_task(task_type: str, receptacle: str) -> str:
+    """What a task needs once its object is in hand, as a "planned" thought says it."""
+    if task_type in _APPLIANCE:
+        return f"{task_type} it with the {_APPLIANCE[task_type]}, then put it in the {receptacle}"
+    if task_type == "examine":
+        return f"use the {receptacle} while I hold it"
+    if task_type == "puttwo":
+        return f"put it in the {receptacle}, then find the second one"
+    return f"put it in the {receptacle}"
+
+
+def annotate(record: dict, thoughts: str = "plain") -> list[dict]:
     """Per step: a thought, the action, the observation, and the location and inventory before acting.
 
-    `grounded` thoughts open every search step with the object sought ("Looking for an egg:"), then say
-    whether the receptacle just visited holds one ("egg 1 is here." / "none here."), before the action: the
-    decision to take or to search on is written right after the object's name, and never depends on what
-    later steps find.
+    `thoughts` picks how they are written (THOUGHTS). "grounded" opens every search step with the object
+    sought ("Looking for an egg:"), then says whether the receptacle just visited holds one ("egg 2 is here." /
+    "none here."), before the action: the decision to take or to search on is written right after the object's
+    name, and never depends on what later steps find. "planned" is grounded, and once the object is in hand says
+    what the task still needs ("I take it, then heat it with the microwave, then put it in the garbagecan"; "The
+    egg is not heated yet."), each step's thought following from the one before and the last observation.
     """
+    if thoughts not in THOUGHTS:
+        raise ValueError(f"unknown thoughts {thoughts!r}: pick one of {', '.join(THOUGHTS)}")
+    grounded, planned = thoughts != "plain", thoughts == "planned"
     obj = record.get("target") or folder_names(record["game_id"])[0]
+    receptacle = folder_names(record["game_id"])[1]
     steps = record["steps"]
-    location, inventory, transformed = START, [], False
+    location, inventory, transformed, placed = START, [], False, 0
     out = []
     for i, step in enumerate(steps):
         action, nxt = step["action"], steps[i + 1]["action"] if i + 1 < len(steps) else ""
@@ -51,7 +73,12 @@ def annotate(record: dict, grounded: bool = False) -> list[dict]:
             else:
                 held = inventory[-1].rsplit(" ", 1)[0]
                 verb = record["task_type"]
-                if verb in ("heat", "cool", "clean") and not transformed:
+                if planned and verb in _VERBED:
+                    thought = (f"The {held} is {_VERBED[verb]}. Now I take it to {place}." if transformed
+                               else f"The {held} is not {_VERBED[verb]} yet. I go to {place} to {verb} it.")
+                elif planned and nxt.startswith("use"):
+                    thought = f"I hold the {held}. I go to {place} to use the {receptacle}."
+                elif verb in ("heat", "cool", "clean") and not transformed:
                     thought = f"I have the {held}. To {verb} it, I go to {place}."
                 elif nxt.startswith("use"):
                     thought = f"Now I need a light to examine the {held}. I go to {place}."
@@ -60,10 +87,17 @@ def annotate(record: dict, grounded: bool = False) -> list[dict]:
             location = place
         elif action.startswith("take "):
             item = re.match(r"take (.+?) from", action).group(1)
-            thought = f"Looking for {_an(obj)}: {item} is here. I take it." if grounded and not inventory else f"I see {item} here. I take it."
+            if planned and not inventory:
+                ttype = "put" if placed else record["task_type"]  # the second object of puttwo: put it, done
+                thought = f"Looking for {_an(obj)}: {item} is here. I take it, then {_rest_of_task(ttype, receptacle)}."
+            elif grounded and not inventory:
+                thought = f"Looking for {_an(obj)}: {item} is here. I take it."
+            else:
+                thought = f"I see {item} here. I take it."
             inventory.append(item)
         elif action.startswith("open "):
-            thought = f"The {location} is closed. I open it to look inside."
+            thought = (f"The {location} is closed. I open it to put the {inventory[-1].rsplit(' ', 1)[0]} in."
+                       if planned and inventory else f"The {location} is closed. I open it to look inside.")
         elif action.startswith(("heat ", "cool ", "clean ")):
             verb, rest = action.split(" ", 1)
             thought = f"I {verb} the {rest.split(' with ')[0]} with {rest.split(' with ')[1]}."
@@ -73,6 +107,7 @@ def annotate(record: dict, grounded: bool = False) -> list[dict]:
             thought = f"I put the {item} in/on {location}."
             if item in inventory:
                 inventory.remove(item)
+                placed += 1
         elif action.startswith("use "):
             thought = f"I turn on the {action[4:]} to look at the {inventory[-1] if inventory else obj} under it."
         else:
@@ -94,6 +129,6 @@ def answer(agent: str, task: str, step: dict) -> str:
     raise ValueError(f"unknown agent {agent!r}")
 
 
-def demo_turns(agent: str, record: dict, grounded: bool = False) -> list[tuple[str, str]]:
-    """(answer, observation) turns of a demonstration, ready for Agent.messages (`grounded`: see annotate)."""
-    return [(answer(agent, record["task"], s), s["observation"]) for s in annotate(record, grounded)]
+def demo_turns(agent: str, record: dict, thoughts: str = "plain") -> list[tuple[str, str]]:
+    """(answer, observation) turns of a demonstration, ready for Agent.messages (`thoughts`: see annotate)."""
+    return [(answer(agent, record["task"], s), s["observation"]) for s in annotate(record, thoughts)]

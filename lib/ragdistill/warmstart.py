@@ -94,8 +94,9 @@ class WarmSpec:
     # them played under a retrieved hint block that they follow.
     search: str = "ordered"
     hint_share: float = 0.5
-    # The demonstrations' thoughts: "plain" (demos.annotate's default) or "grounded" (each search step names
-    # the object sought, then whether the receptacle just visited holds one, before acting).
+    # How the demonstrations' thoughts are written (demos.annotate): "plain"; "grounded" (each search step
+    # names the object sought, then whether the receptacle just visited holds one, before acting); "planned"
+    # (grounded, and once the object is in hand, what the task still needs).
     thoughts: str = "plain"
 
     def key(self) -> str:
@@ -141,10 +142,11 @@ def demo_records(spec: WarmSpec, workers: int = 2) -> list[dict]:
 def demo_chats(records: list[dict], agents: tuple[str, ...] = ("react", "stateact"), thoughts: str = "plain") -> list[list[dict]]:
     """Each demonstration as its agent's chat (no few-shot examples), ending on the last answer."""
     from .curriculum import demo_chat
+    from .demos import THOUGHTS
 
-    if thoughts not in ("plain", "grounded"):
-        raise ValueError(f"unknown thoughts {thoughts!r}: pick 'plain' or 'grounded'")
-    return [demo_chat(r, agents[i % len(agents)], thoughts == "grounded") for i, r in enumerate(records)]
+    if thoughts not in THOUGHTS:
+        raise ValueError(f"unknown thoughts {thoughts!r}: pick one of {', '.join(THOUGHTS)}")
+    return [demo_chat(r, agents[i % len(agents)], thoughts) for i, r in enumerate(records)]
 
 
 def default_dest(spec: WarmSpec) -> Path:
