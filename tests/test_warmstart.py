@@ -29,6 +29,20 @@ def test_demonstrations_come_only_from_reserved_train_games(alfworld_root):
     assert len(counts) == 6 and max(counts.values()) - min(counts.values()) <= 1
 
 
+def test_closed_target_games_are_extra_reserved_games_whose_target_starts_closed(alfworld_root):
+    from ragdistill.alfworld_env import folder_names
+    from ragdistill.warmstart import CLOSABLE
+
+    spec = WarmSpec(closed_targets=40)
+    games = demo_games(spec)
+    plain = demo_games(WarmSpec())
+    assert [g.game_id for g in games[: spec.games]] == [g.game_id for g in plain]  # the balanced sample, unchanged
+    extra = games[spec.games:]
+    assert len(extra) == 40 and len({g.game_id for g in games}) == len(games)
+    assert all(folder_names(g.game_id)[1] in CLOSABLE and is_reserved(g.game_id) and g.split == "train" for g in extra)
+    assert spec.steps == 110 and spec.key() != WarmSpec().key()
+
+
 def test_spec_key_changes_with_the_spec():
     base = WarmSpec()
     assert base.key() == WarmSpec().key()

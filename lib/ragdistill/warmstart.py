@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from .progress import tqdm
 
-from .alfworld_env import balanced_sample, is_reserved, reserved_games
+from .alfworld_env import balanced_sample, folder_names, is_reserved, reserved_games
 from .chat_template import SMOLLM2_DEFAULT_SYSTEM, chatml_template, encode, has_generation_markers
 from .io import publish_dir, staging_dir
 from .paths import cache_dir
@@ -98,6 +98,9 @@ class WarmSpec:
     # names the object sought, then whether the receptacle just visited holds one, before acting); "planned"
     # (grounded, and once the object is in hand, what the task still needs).
     thoughts: str = "plain"
+    # Extra reserved games whose target receptacle is closed until opened (CLOSABLE): demonstrations that open
+    # it before putting the object in, which the `games` alone hold few of (6 of 90 puts).
+    closed_targets: int = 0
 
     def key(self) -> str:
         fields = asdict(self)
@@ -109,15 +112,20 @@ class WarmSpec:
     @property
     def steps(self) -> int:
         """Optimizer steps when every game gives a demonstration (a searching spec keeps only the won ones)."""
-        return math.ceil(self.games * self.epochs / self.batch_size)
+        return math.ceil((self.games + self.closed_targets) * self.epochs / self.batch_size)
 
 
-_ADDED_FIELDS = {"search": "walkthrough", "hint_share": 0.0, "thoughts": "plain"}
+_ADDED_FIELDS = {"search": "walkthrough", "hint_share": 0.0, "thoughts": "plain", "closed_targets": 0}
+CLOSABLE = ("cabinet", "drawer", "fridge", "microwave", "safe")  # target receptacles that start closed
 
 
 def demo_games(spec: WarmSpec) -> list:
     """The reserved train games the warm-start learns from (asserted: no evaluation game among them)."""
     games = balanced_sample(reserved_games(), spec.games, seed=spec.seed)
+    if spec.closed_targets:
+        chosen = {g.game_id for g in games}
+        pool = [g for g in reserved_games() if g.game_id not in chosen and folder_names(g.game_id)[1] in CLOSABLE]
+        games += random.Random(spec.seed).sample(pool, min(len(pool), spec.closed_targets))
     bad = [g.game_id for g in games if g.split != "train" or not is_reserved(g.game_id)]
     if bad:
         raise AssertionError(f"warm-start games outside the reserved slice of train: {bad[:3]}")
