@@ -130,5 +130,6 @@ def test_grounded_thoughts_name_the_object_then_what_the_last_visit_found():
         "I heat the egg 2 with microwave 1.",
         "The egg is heated. Now I take it to garbagecan 1.",
     ]
+    assert planned[7] == "The garbagecan 1 is open. I put the egg 2 in/on garbagecan 1."
     with pytest.raises(ValueError, match="unknown thoughts"):
         annotate(record, "terse")

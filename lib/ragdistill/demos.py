@@ -41,7 +41,8 @@ def annotate(record: dict, thoughts: str = "plain") -> list[dict]:
     "none here."), before the action: the decision to take or to search on is written right after the object's
     name, and never depends on what later steps find. "planned" is grounded, and once the object is in hand says
     what the task still needs ("I take it, then heat it with the microwave, then put it in the garbagecan"; "The
-    egg is not heated yet."), each step's thought following from the one before and the last observation.
+    egg is not heated yet."), and at the target whether it is open or closed (then it is opened first), each
+    step's thought following from the one before and the last observation.
     """
     if thoughts not in THOUGHTS:
         raise ValueError(f"unknown thoughts {thoughts!r}: pick one of {', '.join(THOUGHTS)}")
@@ -104,7 +105,9 @@ def annotate(record: dict, thoughts: str = "plain") -> list[dict]:
             transformed = True
         elif action.startswith("move "):
             item = re.match(r"move (.+?) to", action).group(1)
-            thought = f"I put the {item} in/on {location}."
+            # "planned": the target's state first, as the last observation gives it (closed ones were opened).
+            thought = (f"The {location} is open. I put the {item} in/on {location}." if planned
+                       else f"I put the {item} in/on {location}.")
             if item in inventory:
                 inventory.remove(item)
                 placed += 1
