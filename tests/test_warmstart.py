@@ -19,13 +19,13 @@ def test_demonstrations_come_only_from_reserved_train_games(alfworld_root):
     spec = WarmSpec()
     games = demo_games(spec)
     ids = {g.game_id for g in games}
-    assert len(ids) == spec.games == len(games)
+    assert len(ids) == spec.games + spec.closed_targets == len(games)
     assert all(g.split == "train" and is_reserved(g.game_id) for g in games)
     evaluation = {g.game_id for s in ("valid_seen", "valid_unseen") for g in list_games(s)}
     assert not ids & evaluation
     assert not ids & {g.game_id for g in training_pool()}  # never used by a later stage either
-    # Balanced over the six task types.
-    counts = {t: sum(g.task_type == t for g in games) for t in {g.task_type for g in games}}
+    # The balanced sample: over the six task types.
+    counts = {t: sum(g.task_type == t for g in games[: spec.games]) for t in {g.task_type for g in games}}
     assert len(counts) == 6 and max(counts.values()) - min(counts.values()) <= 1
 
 
@@ -35,12 +35,12 @@ def test_closed_target_games_are_extra_reserved_games_whose_target_starts_closed
 
     spec = WarmSpec(closed_targets=40)
     games = demo_games(spec)
-    plain = demo_games(WarmSpec())
+    plain = demo_games(WarmSpec(closed_targets=0))
     assert [g.game_id for g in games[: spec.games]] == [g.game_id for g in plain]  # the balanced sample, unchanged
     extra = games[spec.games:]
     assert len(extra) == 40 and len({g.game_id for g in games}) == len(games)
     assert all(folder_names(g.game_id)[1] in CLOSABLE and is_reserved(g.game_id) and g.split == "train" for g in extra)
-    assert spec.steps == 110 and spec.key() != WarmSpec().key()
+    assert spec.steps == 110 and spec.key() != WarmSpec(closed_targets=0).key()
 
 
 def test_spec_key_changes_with_the_spec():
@@ -49,7 +49,7 @@ def test_spec_key_changes_with_the_spec():
     keys = {base.key(), WarmSpec(detours=2).key(), WarmSpec(lr=5e-4).key(), WarmSpec(games=120).key(),
             WarmSpec(agents=("react",)).key()}
     assert len(keys) == 5
-    assert base.steps == 90  # 180 games, two passes, 4 per step (at most: searching demonstrations that lose are left out)
+    assert base.steps == 110  # 180 + 40 games, two passes, 4 per step (at most: searching demonstrations that lose are left out)
 
 
 def test_fields_added_later_keep_the_key_of_folders_built_before_them():

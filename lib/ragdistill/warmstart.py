@@ -97,10 +97,10 @@ class WarmSpec:
     # How the demonstrations' thoughts are written (demos.annotate): "plain"; "grounded" (each search step
     # names the object sought, then whether the receptacle just visited holds one, before acting); "planned"
     # (grounded, and once the object is in hand, what the task still needs).
-    thoughts: str = "plain"
+    thoughts: str = "planned"
     # Extra reserved games whose target receptacle is closed until opened (CLOSABLE): demonstrations that open
     # it before putting the object in, which the `games` alone hold few of (6 of 90 puts).
-    closed_targets: int = 0
+    closed_targets: int = 40
 
     def key(self) -> str:
         fields = asdict(self)
