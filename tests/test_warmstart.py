@@ -53,15 +53,16 @@ def test_spec_key_changes_with_the_spec():
 
 
 def test_fields_added_later_keep_the_key_of_folders_built_before_them():
-    walkthroughs = WarmSpec(search="walkthrough", hint_share=0.0, epochs=1, threads=1)
+    walkthroughs = WarmSpec(search="walkthrough", hint_share=0.0, epochs=1, threads=1, thoughts="plain", closed_targets=0)
     assert walkthroughs.key() == "fa2c14ae07"  # the walkthrough warm-start's folder, built before `search` existed
     assert walkthroughs.steps == 45
     keys = {walkthroughs.key(), replace(walkthroughs, search="ordered").key(), replace(walkthroughs, hint_share=0.5).key(),
             WarmSpec().key()}
     assert len(keys) == 4
-    searching = WarmSpec(search="ordered", hint_share=0.5, thoughts="plain")
+    searching = WarmSpec(search="ordered", hint_share=0.5, thoughts="plain", closed_targets=0)
     assert searching.key() == "e225e6caae"  # the searching warm-start's folder, built before `thoughts` existed
-    assert replace(searching, thoughts="grounded").key() != searching.key()
+    assert replace(searching, thoughts="grounded").key() == "1e4f28f020"
+    assert WarmSpec().key() == "dd90c4a69c"  # planned thoughts, 40 closed-target games: the default
     with pytest.raises(ValueError, match="unknown thoughts"):
         demo_chats([], thoughts="terse")
 
@@ -71,7 +72,7 @@ def test_searching_demonstrations_follow_a_hint_block_in_some_prompts(alfworld_r
     from ragdistill.alfworld_env import folder_names
     from ragdistill.curriculum import guides_of, room_receptacles
 
-    records = demo_records(WarmSpec(games=12, search="ordered", hint_share=0.5), workers=1)
+    records = demo_records(WarmSpec(games=12, search="ordered", hint_share=0.5, closed_targets=0), workers=1)
     assert records and all(r["won"] and is_reserved(r["game_id"]) for r in records)
     hinted = [r for r in records if r["hints"]]
     assert 0 < len(hinted) < len(records)
@@ -91,7 +92,7 @@ def test_searching_demonstrations_follow_a_hint_block_in_some_prompts(alfworld_r
 
 
 def test_demonstration_chats_are_the_agents_formats(alfworld_root):
-    records = demo_records(WarmSpec(games=2, search="walkthrough", hint_share=0.0), workers=1)
+    records = demo_records(WarmSpec(games=2, search="walkthrough", hint_share=0.0, closed_targets=0), workers=1)
     assert len(records) == 2 and all(r["won"] for r in records)
     react, stateact = demo_chats(records)
     assert react[-1]["role"] == stateact[-1]["role"] == "assistant"
@@ -105,7 +106,7 @@ def test_tiny_build_on_the_smoke_model_gives_a_plain_changed_checkpoint(smoke_mo
 
     from ragdistill.chat_template import has_generation_markers
 
-    spec = WarmSpec(games=12, batch_size=2, epochs=1, lr=1e-2)  # the default's searching, hinted demonstrations
+    spec = WarmSpec(games=12, batch_size=2, epochs=1, lr=1e-2, closed_targets=2)  # the default's searching, hinted demonstrations
     records = demo_records(spec, workers=1)
     dest = build_warm_checkpoint(spec, base=smoke_model.path, dest=tmp_path / "warm", progress=False, verbose=False)
     assert (dest / "config.json").is_file() and not (dest / "adapter_config.json").exists()
@@ -141,7 +142,7 @@ def test_model_path_cpu_is_the_warm_checkpoint_and_base_is_untrained(smoke_model
     monkeypatch.setenv("RAGDISTILL_CACHE", str(tmp_path))
     release = tmp_path / "models" / "smollm2-135m-instruct"
     shutil.copytree(smoke_model.path, release)
-    warm = build_warm_checkpoint(WarmSpec(games=2, batch_size=1, lr=1e-2), base=release, dest=default_dest(WarmSpec()),
+    warm = build_warm_checkpoint(WarmSpec(games=2, batch_size=1, lr=1e-2, closed_targets=0), base=release, dest=default_dest(WarmSpec()),
                                  progress=False, verbose=False)
     assert models.model_path("cpu") == str(warm) and models.base_checkpoint("cpu") == str(release)
     ids = torch.tensor([[1, 2, 3, 4]])
