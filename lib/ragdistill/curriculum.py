@@ -5,8 +5,9 @@ The paper's 7B base model brings two skills to the method: it acts in the game's
 follows a rule written in its prompt. The `smoke` and `cpu` models learn both here, from the reserved
 slice of train only (never a task any stage uses, never an evaluation task):
 
-- ALFWorld: each reserved game's walkthrough, replayed through the game. Without hints the demonstration
-  first searches a few receptacles drawn at random. With hints, its system prompt carries the hint block
+- ALFWorld: each reserved game played by a searching agent (`search_demo`: the room's receptacles in order
+  until the object is in sight, then the expert's plan), or its walkthrough after a few receptacles drawn at
+  random (`Mix.search`). With hints, its system prompt carries the hint block
   that BM25 retrieves for it (k=3, queried as in stage 03) from a bank made like stage 02's: the heuristic
   extractor's templates filled from the reserved games' expert plans (where each object was found, which
   appliance a task needs, the generic rules). When the block says where objects of its kind are kept, the

@@ -6,8 +6,9 @@ stage would have nothing to work with. The paper's 7B model brings two skills na
 command language, and it follows a rule written in its prompt. This warm-start is the miniature's stand-in for
 both. It learns from the reserved slice of train (`alfworld_env.reserved_games`, never used by any later
 stage, never an evaluation game): by default curriculum.py's searching demonstrations (visit the receptacles
-in the room's order until the object is in sight, then the expert's plan), about half of them under a hint
-block made from the reserved games' own expert plans that they follow (the hinted kinds are visited first);
+in the room's order until the object is in sight, then the expert's plan; thoughts that name the object
+sought and what the last observation shows before each action), about half of them under a hint block made
+from the reserved games' own expert plans that they follow (the hinted kinds are visited first);
 `search="walkthrough"` replays the expert's plans instead. Written in the agents' own formats (ReAct and
 StateAct, alternating). The LoRA is merged into the weights and saved as a plain checkpoint, built once and
 cached under `cache_dir()/models/smollm2-135m-warm-<key>`.
