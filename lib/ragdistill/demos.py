@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from .alfworld_env import folder_names
+from .alfworld_hints import APPLIANCE
 
 START = "the middle of the room"
 
@@ -19,13 +20,12 @@ def _an(word: str) -> str:
 
 THOUGHTS = ("plain", "grounded", "planned")
 _VERBED = {"heat": "heated", "cool": "cooled", "clean": "cleaned"}
-_APPLIANCE = {"heat": "microwave", "cool": "fridge", "clean": "sinkbasin"}
 
 
 def _rest_of_task(task_type: str, receptacle: str) -> str:
     """What a task needs once its object is in hand, as a "planned" thought says it."""
-    if task_type in _APPLIANCE:
-        return f"{task_type} it with the {_APPLIANCE[task_type]}, then put it in the {receptacle}"
+    if task_type in APPLIANCE:
+        return f"{task_type} it with the {APPLIANCE[task_type][1]}, then put it in the {receptacle}"
     if task_type == "examine":
         return f"use the {receptacle} while I hold it"
     if task_type == "puttwo":
