@@ -63,8 +63,6 @@ def test_fields_added_later_keep_the_key_of_folders_built_before_them():
     assert searching.key() == "e225e6caae"  # the searching warm-start's folder, built before `thoughts` existed
     assert replace(searching, thoughts="grounded").key() == "1e4f28f020"
     assert WarmSpec().key() == "dd90c4a69c"  # planned thoughts, 40 closed-target games: the default
-    with pytest.raises(ValueError, match="unknown thoughts"):
-        demo_chats([], thoughts="terse")
 
 
 def test_searching_demonstrations_follow_a_hint_block_in_some_prompts(alfworld_root):
@@ -99,6 +97,8 @@ def test_demonstration_chats_are_the_agents_formats(alfworld_root):
     assert react[2]["content"].startswith("think: ") and "\naction: " in react[2]["content"]
     assert stateact[2]["content"].startswith("goal: ") and "\naction: " in stateact[2]["content"]
     assert "Example 1" not in react[0]["content"]  # no few-shot examples, as the cpu agents play
+    with pytest.raises(ValueError, match="unknown thoughts"):
+        demo_chats(records, thoughts="terse")
 
 
 def test_tiny_build_on_the_smoke_model_gives_a_plain_changed_checkpoint(smoke_model, tmp_path):

@@ -47,8 +47,8 @@ def annotate(record: dict, thoughts: str = "plain") -> list[dict]:
     if thoughts not in THOUGHTS:
         raise ValueError(f"unknown thoughts {thoughts!r}: pick one of {', '.join(THOUGHTS)}")
     grounded, planned = thoughts != "plain", thoughts == "planned"
-    obj = record.get("target") or folder_names(record["game_id"])[0]
-    receptacle = folder_names(record["game_id"])[1]
+    named, receptacle = folder_names(record["game_id"])
+    obj = record.get("target") or named
     steps = record["steps"]
     location, inventory, transformed, placed = START, [], False, 0
     out = []

@@ -122,10 +122,11 @@ CLOSABLE = ("cabinet", "drawer", "fridge", "microwave", "safe")  # target recept
 
 def demo_games(spec: WarmSpec) -> list:
     """The reserved train games the warm-start learns from (asserted: no evaluation game among them)."""
-    games = balanced_sample(reserved_games(), spec.games, seed=spec.seed)
+    reserved = reserved_games()
+    games = balanced_sample(reserved, spec.games, seed=spec.seed)
     if spec.closed_targets:
         chosen = {g.game_id for g in games}
-        pool = [g for g in reserved_games() if g.game_id not in chosen and folder_names(g.game_id)[1] in CLOSABLE]
+        pool = [g for g in reserved if g.game_id not in chosen and folder_names(g.game_id)[1] in CLOSABLE]
         games += random.Random(spec.seed).sample(pool, min(len(pool), spec.closed_targets))
     bad = [g.game_id for g in games if g.split != "train" or not is_reserved(g.game_id)]
     if bad:
@@ -149,12 +150,10 @@ def demo_records(spec: WarmSpec, workers: int = 2) -> list[dict]:
 
 
 def demo_chats(records: list[dict], agents: tuple[str, ...] = ("react", "stateact"), thoughts: str = "plain") -> list[list[dict]]:
-    """Each demonstration as its agent's chat (no few-shot examples), ending on the last answer."""
+    """Each demonstration as its agent's chat (no few-shot examples), ending on the last answer; `thoughts` as
+    demos.annotate writes them (which rejects an unknown style)."""
     from .curriculum import demo_chat
-    from .demos import THOUGHTS
 
-    if thoughts not in THOUGHTS:
-        raise ValueError(f"unknown thoughts {thoughts!r}: pick one of {', '.join(THOUGHTS)}")
     return [demo_chat(r, agents[i % len(agents)], thoughts) for i, r in enumerate(records)]
 
 
