@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ragdistill.alfworld_env import is_reserved, list_games, training_pool
-from ragdistill.warmstart import WarmSpec, build_warm_checkpoint, demo_chats, demo_games, demo_records
+from ragdistill.warmstart import WarmSpec, build_warm_checkpoint, demo_chats, demo_games, demo_records, warm_spec
 
 
 def test_demonstrations_come_only_from_reserved_train_games(alfworld_root):
@@ -63,6 +63,38 @@ def test_fields_added_later_keep_the_key_of_folders_built_before_them():
     assert searching.key() == "e225e6caae"  # the searching warm-start's folder, built before `thoughts` existed
     assert replace(searching, thoughts="grounded").key() == "1e4f28f020"
     assert WarmSpec().key() == "dd90c4a69c"  # planned thoughts, 40 closed-target games: the default
+    assert warm_spec("alfworld") == WarmSpec()
+    assert warm_spec("webshop").key() == "ec85ec7bd3" and warm_spec("webshop").steps == 34  # 68 goals, two passes
+    with pytest.raises(ValueError, match="choose one of alfworld, webshop"):
+        warm_spec("minecraft")
+
+
+def test_webshop_demonstrations_buy_reserved_goals_products_some_under_a_hint_block_that_asks_for_options(webshop_root):
+    """The WebShop warm-start's demonstrations: reserved goals only (products no stage and no test goal has),
+    each buying the goal's own product; the hinted ones choose every asked option, as their block tells them,
+    the others only some of the time; in both agents' formats, alternating."""
+    from ragdistill.envs import benchmark
+    from ragdistill.webshop_data import get_goal
+    from ragdistill.webshop_demos import says_choose_options
+
+    spec = replace(warm_spec("webshop"), games=20)
+    goals = demo_games(spec)
+    shop = benchmark("webshop")
+    test_products = {get_goal(t.game_id).asin for t in shop.list_tasks("test")}
+    assert len(goals) == 20 and all(shop.is_reserved(g.goal_id) for g in goals)
+    assert not {g.asin for g in goals} & test_products
+    records = demo_records(spec)
+    assert [r["game_id"] for r in records] == [g.goal_id for g in goals]
+    assert all(r["steps"][-1]["action"] == "click[buy now]" and r["reward"] > 0 for r in records)
+    told = [r for r in records if says_choose_options(r["hints"])]
+    untold = [r for r in records if not r["hints"]]
+    assert told and untold
+    clicked = lambda r: sum(s["action"].startswith("click[") for s in r["steps"]) - 2  # beyond the result and buy
+    assert all(clicked(r) == len(get_goal(r["game_id"]).options) for r in told)
+    assert any(clicked(r) == 0 < len(get_goal(r["game_id"]).options) for r in untold)
+    chats = demo_chats(records, spec.agents)
+    assert chats[0][-1]["content"].startswith("think: ") and chats[1][-1]["content"].startswith("goal: ")
+    assert all("search[" in c[2]["content"] for c in chats)
 
 
 def test_searching_demonstrations_follow_a_hint_block_in_some_prompts(alfworld_root):
@@ -151,3 +183,26 @@ def test_model_path_cpu_is_the_warm_checkpoint_and_base_is_untrained(smoke_model
                   AutoModelForCausalLM.from_pretrained(models.base_checkpoint("cpu"))(input_ids=ids).logits]
     assert not torch.allclose(*logits, atol=1e-4)
     assert models.base_checkpoint("gpu-7b") == models.model_path("gpu-7b") == "Qwen/Qwen2.5-7B-Instruct"
+
+
+def test_model_path_cpu_on_webshop_is_its_own_warm_start(smoke_model, webshop_root, tmp_path, monkeypatch):
+    """A WebShop run's cpu model is the warm-start on WebShop demonstrations (built here in two steps on a stand-in
+    release), not ALFWorld's: a fresh cache holding only the WebShop one serves it without building ALFWorld's."""
+    import shutil
+
+    import ragdistill.checkpoints as models
+    from ragdistill.warmstart import default_dest, warmstart_info
+
+    monkeypatch.setenv("RAGDISTILL_CACHE", str(tmp_path))
+    release = tmp_path / "models" / "smollm2-135m-instruct"
+    shutil.copytree(smoke_model.path, release)
+    tiny = replace(warm_spec("webshop"), games=2, batch_size=1, lr=1e-2)
+    dest = default_dest(warm_spec("webshop"))
+    warm = build_warm_checkpoint(tiny, base=release, dest=dest, progress=False, verbose=False)
+    assert models.model_path("cpu", "webshop") == str(warm)
+    assert not default_dest(WarmSpec()).exists()  # ALFWorld's warm-start was not built
+    info = warmstart_info(warm)
+    assert info["spec"]["env"] == "webshop" and info["examples"] == 2
+    assert all(g.startswith("synthetic/") for g in info["train_games"])
+    with pytest.raises(ValueError, match="no warm-start for env='minecraft'"):
+        models.model_path("cpu", "minecraft")

@@ -44,7 +44,7 @@ def server_spec(cfg, engine: str, adapters: dict[str, str] | None = None) -> Ser
 
     prof = get_profile(cfg.profile)
     local = prof.source != "hub"
-    model = prof.vllm_model if engine == "vllm" and prof.vllm_model else model_path(prof)
+    model = prof.vllm_model if engine == "vllm" and prof.vllm_model else model_path(prof, cfg.env)
     return ServerSpec(
         engine=engine,
         model=model,
@@ -71,7 +71,7 @@ def make_backend(cfg) -> tuple[ChatBackend, str]:
     if kind == "local":
         from .models import load_model
 
-        loaded = load_model(cfg.profile, load_4bit=cfg.load_4bit)
+        loaded = load_model(cfg.profile, load_4bit=cfg.load_4bit, env=cfg.env)
         return TransformersBackend(loaded, batch_size=cfg.rollout_batch), f"{cfg.profile}:{loaded.profile.model_id}"
     flavour = {"vllm": "vllm", "transformers-serve": "transformers"}.get(kind, "auto")
     if kind == "openai" or cfg.base_url:

@@ -9,12 +9,12 @@ from __future__ import annotations
 from .profiles import Profile, get_profile
 
 
-def model_path(profile: str | Profile) -> str:
+def model_path(profile: str | Profile, env: str = "alfworld") -> str:
     """Local folder (smoke, cpu: built on first use) or Hub id (gpu-*).
 
     The `cpu` model is SmolLM2-135M-Instruct after its warm-start (warmstart.py): a short LoRA on expert
-    demonstrations of reserved train games (about half of them following a hint block), merged: the
-    miniature's stand-in for a 7B model's prior skills.
+    demonstrations of reserved train tasks of the benchmark `env` (about half of them following a hint block),
+    merged: the miniature's stand-in for a 7B model's prior skills. The other profiles have one model for both.
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
     if profile.source == "smoke":
@@ -22,9 +22,9 @@ def model_path(profile: str | Profile) -> str:
 
         return str(build_smoke_model())
     if profile.source == "gguf":
-        from .warmstart import build_warm_checkpoint
+        from .warmstart import build_warm_checkpoint, warm_spec
 
-        return str(build_warm_checkpoint())
+        return str(build_warm_checkpoint(warm_spec(env)))
     return profile.model_id  # a Hub id, or for source "local" a model folder
 
 

@@ -35,7 +35,7 @@ class LocalModels:
 
         self.cfg = cfg
         self.adapters = {n: str(p) for n, p in adapters.items() if n in cfg.conditions}
-        self.loaded = load_model(cfg.profile, load_4bit=cfg.load_4bit, adapters=self.adapters or None)
+        self.loaded = load_model(cfg.profile, load_4bit=cfg.load_4bit, adapters=self.adapters or None, env=cfg.env)
         self.base_name = f"{cfg.profile}:{self.loaded.profile.model_id}"
 
     def backend(self, condition: str):

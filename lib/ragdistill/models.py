@@ -83,18 +83,20 @@ def load_model(
     device: str | None = None,
     untrained: bool = False,
     adapters: dict[str, str] | None = None,
+    env: str = "alfworld",
 ) -> LoadedModel:
     """Load the profile's model and tokenizer; 4-bit NF4 by default on CUDA, off on CPU unless forced.
 
     `adapter` loads one LoRA adapter folder, active; `adapters` ({name: folder}) loads several on the one base,
     to be switched per call (`TransformersBackend(adapter=name)`, "" for the base alone). Adapter weights stay
-    in the compute dtype. `untrained=True` loads the model before its warm-start (`base_checkpoint`).
+    in the compute dtype. `untrained=True` loads the model before its warm-start (`base_checkpoint`); `env` picks
+    the warm-start of the `cpu` profile (one per benchmark).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     prof = get_profile(profile)
     start = time.perf_counter()
-    path = base_checkpoint(prof) if untrained else model_path(prof)
+    path = base_checkpoint(prof) if untrained else model_path(prof, env)
     cuda = torch.cuda.is_available() and device != "cpu"
     use_4bit = wants_4bit(cuda, load_4bit)
     kwargs = loading_kwargs(cuda, use_4bit)

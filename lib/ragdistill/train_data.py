@@ -162,7 +162,7 @@ def load_tokenizer(cfg: StudentConfig):
 
     from .checkpoints import model_path
 
-    tokenizer = AutoTokenizer.from_pretrained(model_path(get_profile(cfg.profile)))
+    tokenizer = AutoTokenizer.from_pretrained(model_path(get_profile(cfg.profile), cfg.env))
     tokenizer.chat_template = marked_template(tokenizer, cfg.profile)
     tokenizer.padding_side = "right"
     if tokenizer.pad_token is None:

@@ -22,7 +22,7 @@ def load_base(cfg: StudentConfig):
 
     # The weights that stay unquantized (embeddings, lm_head, norms) in the 4-bit compute dtype, on CPU too.
     kwargs = loading_kwargs(cfg.cuda, cfg.use_4bit, gpu=int(os.environ.get("LOCAL_RANK", "0")), compute_dtype_on_cpu=True)
-    model = AutoModelForCausalLM.from_pretrained(model_path(get_profile(cfg.profile)), **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(model_path(get_profile(cfg.profile), cfg.env), **kwargs)
     model.config.use_cache = False  # the cache is useless in training and clashes with checkpointing
     if cfg.use_4bit:
         # Only the LoRA weights train. peft's prepare_model_for_kbit_training would also cast every weight that is

@@ -12,6 +12,11 @@ from the reserved games' own expert plans that they follow (the hinted kinds are
 `search="walkthrough"` replays the expert's plans instead. Written in the agents' own formats (ReAct and
 StateAct, alternating). The LoRA is merged into the weights and saved as a plain checkpoint, built once and
 cached under `cache_dir()/models/smollm2-135m-warm-<key>`.
+
+WebShop has its own warm-start (`warm_spec("webshop")`), built only when a run plays WebShop: a shopper's
+demonstrations of reserved goals (webshop_demos.py: search the instruction, open the first result, choose the
+asked options or not, buy), about half of them under a hint block they follow. The ALFWorld model never sees
+the shop, and the WebShop model never sees a household.
 """
 
 from __future__ import annotations
@@ -102,6 +107,12 @@ class WarmSpec:
     # Extra reserved games whose target receptacle is closed until opened (CLOSABLE): demonstrations that open
     # it before putting the object in, which the `games` alone hold few of (6 of 90 puts).
     closed_targets: int = 40
+    # The benchmark the demonstrations come from. On WebShop `games` counts reserved goals (webshop_demos.demo_goals,
+    # at most `goals_per_product` per product), `hint_share` and `option_share` are webshop_demos.WebMix's, and
+    # search, detours, thoughts and closed_targets (ALFWorld's) are not used.
+    env: str = "alfworld"
+    goals_per_product: int = 8
+    option_share: float = 0.5  # unhinted WebShop demonstrations that still choose the asked options
 
     def key(self) -> str:
         fields = asdict(self)
@@ -116,12 +127,30 @@ class WarmSpec:
         return math.ceil((self.games + self.closed_targets) * self.epochs / self.batch_size)
 
 
-_ADDED_FIELDS = {"search": "walkthrough", "hint_share": 0.0, "thoughts": "plain", "closed_targets": 0}
+_ADDED_FIELDS = {"search": "walkthrough", "hint_share": 0.0, "thoughts": "plain", "closed_targets": 0, "env": "alfworld",
+                 "goals_per_product": 8, "option_share": 0.5}
 CLOSABLE = ("cabinet", "drawer", "fridge", "microwave", "safe")  # target receptacles that start closed
 
 
+# The warm-start each benchmark's `cpu` model gets: 68 WebShop goals (every reserved product of the 1,000-product
+# set that comes first for its instruction, up to 8 goals each), two epochs: 34 optimizer steps.
+WARM_SPECS = {
+    "alfworld": WarmSpec(),
+    "webshop": WarmSpec(env="webshop", games=68, search="walkthrough", thoughts="plain", closed_targets=0),
+}
+
+
+def warm_spec(env: str = "alfworld") -> WarmSpec:
+    """The default warm-start of a benchmark's `cpu` model."""
+    if env not in WARM_SPECS:
+        raise ValueError(f"no warm-start for env={env!r}: choose one of {', '.join(WARM_SPECS)}")
+    return WARM_SPECS[env]
+
+
 def demo_games(spec: WarmSpec) -> list:
-    """The reserved train games the warm-start learns from (asserted: no evaluation game among them)."""
+    """The reserved train games (WebShop: goals) the warm-start learns from (asserted: no evaluation task among them)."""
+    if spec.env == "webshop":
+        return _demo_goals(spec)
     reserved = reserved_games()
     games = balanced_sample(reserved, spec.games, seed=spec.seed)
     if spec.closed_targets:
@@ -134,10 +163,31 @@ def demo_games(spec: WarmSpec) -> list:
     return games
 
 
+def _demo_goals(spec: WarmSpec) -> list:
+    from .envs import benchmark
+    from .webshop_data import get_goal
+    from .webshop_demos import demo_goals
+
+    shop = benchmark("webshop")
+    reserved = [get_goal(t.game_id) for t in shop.reserved_tasks()]
+    goals = demo_goals(reserved, spec.games, seed=spec.seed, per_product=spec.goals_per_product)
+    bad = [g.goal_id for g in goals if not shop.is_reserved(g.goal_id)]
+    if bad:
+        raise AssertionError(f"warm-start goals outside the reserved products of train: {bad[:3]}")
+    return goals
+
+
 def demo_records(spec: WarmSpec, workers: int = 2) -> list[dict]:
     """Walkthrough replays (with searching detours) of the demonstration games, cached as JSONL; or, for a
-    searching spec, curriculum.py's demonstrations, some under a hint block (won ones only)."""
+    searching spec, curriculum.py's demonstrations, some under a hint block (won ones only); on WebShop,
+    webshop_demos.py's purchases (every one of the goal's own product; some skip the asked options)."""
     from .walkthroughs import cached_replays
+
+    if spec.env == "webshop":
+        from .webshop_demos import WebMix, webshop_demos
+
+        mix = WebMix(seed=spec.seed, hint_share=spec.hint_share, option_share=spec.option_share, ids_as_shown=True)
+        return webshop_demos(demo_games(spec), mix)
 
     if spec.search != "walkthrough" or spec.hint_share:
         from .curriculum import Mix, alfworld_demos
@@ -151,10 +201,11 @@ def demo_records(spec: WarmSpec, workers: int = 2) -> list[dict]:
 
 def demo_chats(records: list[dict], agents: tuple[str, ...] = ("react", "stateact"), thoughts: str = "plain") -> list[list[dict]]:
     """Each demonstration as its agent's chat (no few-shot examples), ending on the last answer; `thoughts` as
-    demos.annotate writes them (which rejects an unknown style)."""
-    from .curriculum import demo_chat
+    demos.annotate writes them (which rejects an unknown style; WebShop demonstrations carry their own)."""
+    from . import curriculum, webshop_demos
 
-    return [demo_chat(r, agents[i % len(agents)], thoughts) for i, r in enumerate(records)]
+    return [webshop_demos.demo_chat(r, agents[i % len(agents)]) if r.get("env") == "webshop"
+            else curriculum.demo_chat(r, agents[i % len(agents)], thoughts) for i, r in enumerate(records)]
 
 
 def default_dest(spec: WarmSpec) -> Path:
@@ -221,6 +272,8 @@ def build_warm_checkpoint(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from . import envs
+
     dest = Path(dest) if dest else default_dest(spec)
     if (dest / "config.json").is_file():
         return dest
@@ -228,7 +281,7 @@ def build_warm_checkpoint(
         base = build_cpu_checkpoint()
     start = time.perf_counter()
     records = demo_records(spec) if records is None else records
-    bad = [r["game_id"] for r in records if not is_reserved(r["game_id"])]
+    bad = [r["game_id"] for r in records if not envs.is_reserved(r["game_id"])]
     if bad:
         raise AssertionError(f"warm-start demonstrations outside the reserved slice of train: {bad[:3]}")
     tok = AutoTokenizer.from_pretrained(base)
