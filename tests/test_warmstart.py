@@ -64,15 +64,16 @@ def test_fields_added_later_keep_the_key_of_folders_built_before_them():
     assert replace(searching, thoughts="grounded").key() == "1e4f28f020"
     assert WarmSpec().key() == "dd90c4a69c"  # planned thoughts, 40 closed-target games: the default
     assert warm_spec("alfworld") == WarmSpec()
-    assert warm_spec("webshop").key() == "ec85ec7bd3" and warm_spec("webshop").steps == 34  # 68 goals, two passes
+    assert warm_spec("webshop").key() == "2ecad5214e" and warm_spec("webshop").steps == 34  # 68 goals, two passes
+    assert replace(warm_spec("webshop"), option_share=0.5, hint_bank="templates").key() == "ec85ec7bd3"  # the first design
     with pytest.raises(ValueError, match="choose one of alfworld, webshop"):
         warm_spec("minecraft")
 
 
-def test_webshop_demonstrations_buy_reserved_goals_products_some_under_a_hint_block_that_asks_for_options(webshop_root):
+def test_webshop_demonstrations_choose_the_options_only_under_a_hint_block_that_says_to(webshop_root):
     """The WebShop warm-start's demonstrations: reserved goals only (products no stage and no test goal has),
-    each buying the goal's own product; the hinted ones choose every asked option, as their block tells them,
-    the others only some of the time; in both agents' formats, alternating."""
+    each buying the goal's own product; those whose hint block says to click the asked options choose every one,
+    the others none; in both agents' formats, alternating."""
     from ragdistill.envs import benchmark
     from ragdistill.webshop_data import get_goal
     from ragdistill.webshop_demos import says_choose_options
@@ -91,10 +92,31 @@ def test_webshop_demonstrations_buy_reserved_goals_products_some_under_a_hint_bl
     assert told and untold
     clicked = lambda r: sum(s["action"].startswith("click[") for s in r["steps"]) - 2  # beyond the result and buy
     assert all(clicked(r) == len(get_goal(r["game_id"]).options) for r in told)
-    assert any(clicked(r) == 0 < len(get_goal(r["game_id"]).options) for r in untold)
+    assert all(clicked(r) == 0 for r in records if r not in told)
+    assert any(len(get_goal(r["game_id"]).options) > 0 for r in untold)
     chats = demo_chats(records, spec.agents)
     assert chats[0][-1]["content"].startswith("think: ") and chats[1][-1]["content"].startswith("goal: ")
     assert all("search[" in c[2]["content"] for c in chats)
+
+
+def test_webshop_failure_bank_holds_what_the_extractor_says_of_plain_purchases(webshop_root):
+    """bank="failures": per category, stage 02's extractor on each goal's purchase without options: the options
+    rule naming the kinds a goal asked for, no product id and no digit; a full-reward purchase adds nothing."""
+    from ragdistill.hints import validate_hints
+    from ragdistill.webshop_demos import WebMix, failure_bank, play, webshop_demos
+
+    goals = demo_games(replace(warm_spec("webshop"), games=12))
+    mix = WebMix(bank="failures", ids_as_shown=True)
+    bank = failure_bank(goals, mix)
+    texts = [h.text for hints in bank.values() for h in hints]
+    assert texts and not any(ch.isdigit() for t in texts for ch in t)
+    assert not any(g.asin.lower() in t.lower() for g in goals for t in texts)
+    validate_hints(texts, max_hints=len(texts), env="webshop")
+    asked = {name for g in goals if not play(g, [], False, mix)["won"] for name, _ in g.options}
+    assert any(f"({name})" in t and t.startswith("On the item page, click each asked option") for name in asked for t in texts)
+    assert {c for c in bank} <= {g.category for g in goals if not play(g, [], False, mix)["won"]}
+    with pytest.raises(ValueError, match="unknown bank 'nope'"):
+        webshop_demos(goals[:1], WebMix(bank="nope"))
 
 
 def test_searching_demonstrations_follow_a_hint_block_in_some_prompts(alfworld_root):

@@ -113,6 +113,7 @@ class WarmSpec:
     env: str = "alfworld"
     goals_per_product: int = 8
     option_share: float = 0.5  # unhinted WebShop demonstrations that still choose the asked options
+    hint_bank: str = "templates"  # WebShop: webshop_demos.WebMix.bank
 
     def key(self) -> str:
         fields = asdict(self)
@@ -128,15 +129,17 @@ class WarmSpec:
 
 
 _ADDED_FIELDS = {"search": "walkthrough", "hint_share": 0.0, "thoughts": "plain", "closed_targets": 0, "env": "alfworld",
-                 "goals_per_product": 8, "option_share": 0.5}
+                 "goals_per_product": 8, "option_share": 0.5, "hint_bank": "templates"}
 CLOSABLE = ("cabinet", "drawer", "fridge", "microwave", "safe")  # target receptacles that start closed
 
 
-# The warm-start each benchmark's `cpu` model gets: 68 WebShop goals (every reserved product of the 1,000-product
-# set that comes first for its instruction, up to 8 goals each), two epochs: 34 optimizer steps.
+# The warm-start each benchmark's `cpu` model gets. WebShop: 68 goals (every reserved product of the 1,000-product
+# set that comes first for its instruction, up to 8 goals each), two epochs (34 optimizer steps); the options are
+# chosen only under a hint block that says to, its hints what stage 02's extractor says of plain purchases.
 WARM_SPECS = {
     "alfworld": WarmSpec(),
-    "webshop": WarmSpec(env="webshop", games=68, search="walkthrough", thoughts="plain", closed_targets=0),
+    "webshop": WarmSpec(env="webshop", games=68, search="walkthrough", thoughts="plain", closed_targets=0,
+                        option_share=0.0, hint_bank="failures"),
 }
 
 
@@ -186,7 +189,8 @@ def demo_records(spec: WarmSpec, workers: int = 2) -> list[dict]:
     if spec.env == "webshop":
         from .webshop_demos import WebMix, webshop_demos
 
-        mix = WebMix(seed=spec.seed, hint_share=spec.hint_share, option_share=spec.option_share, ids_as_shown=True)
+        mix = WebMix(seed=spec.seed, hint_share=spec.hint_share, option_share=spec.option_share, ids_as_shown=True,
+                     bank=spec.hint_bank)
         return webshop_demos(demo_games(spec), mix)
 
     if spec.search != "walkthrough" or spec.hint_share:

@@ -4,8 +4,10 @@ them played under a retrieved hint block that the shopper follows.
 The shopper searches the instruction's own words, opens the first result, and buys it. Only goals whose own product comes first for that search are demonstrated, so every
 demonstration is a purchase of the right product. Without a hint the shopper chooses the asked options on
 only some goals (`option_share`) and otherwise buys at once; when its hint block tells it to click the asked
-options, it always does. The hints come from a bank made like stage 02's: the WebShop extractor's rules,
-filled with the reserved goals' option kinds and attributes, and are retrieved with stage 03's BM25.
+options, it always does. The hints come from a bank made like stage 02's, retrieved with stage 03's BM25: the
+WebShop extractor's rules filled with the reserved goals' option kinds and attributes (`bank="templates"`), or
+what stage 02's extractor itself says about each goal's plain purchase, which skips the options
+(`bank="failures"`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class WebMix:
     # shop reads either, and a tiny model copies a page's spelling far sooner than it learns to change its case.
     ids_as_shown: bool = False
     short_search: bool = False  # search_words(short=True)
+    bank: str = "templates"  # the hints' bank: demo_bank ("templates") or failure_bank ("failures")
 
 
 def search_words(goal, short: bool = False) -> str:
@@ -84,6 +87,25 @@ def demo_bank(goals: list) -> dict[str, list[Hint]]:
     return {c: [Hint(f"{c}-demo-{i:03d}", c, t, "", "", "", "demo") for i, t in enumerate(own)] for c, own in texts.items()}
 
 
+def failure_bank(goals: list, mix: "WebMix") -> dict[str, list[Hint]]:
+    """What stage 02's extractor (webshop_hints.heuristic_hints) says about each goal's plain purchase (search,
+    open the first result, buy without choosing an option), per category; goals bought in full add nothing."""
+    from .webshop_hints import heuristic_hints
+
+    texts: dict[str, dict[str, None]] = {}
+    for goal in goals:
+        plain = play(goal, [], False, mix)
+        if plain["won"]:
+            continue
+        record = {"game_id": goal.goal_id, "trajectory": [{"action": s["action"]} for s in plain["steps"]]}
+        for text in heuristic_hints(record):
+            texts.setdefault(goal.category, {})[text] = None
+    return {c: [Hint(f"{c}-demo-{i:03d}", c, t, "", "", "", "demo") for i, t in enumerate(own)] for c, own in texts.items()}
+
+
+BANKS = {"templates": lambda goals, mix: demo_bank(goals), "failures": failure_bank}
+
+
 def says_choose_options(hints: list[str]) -> bool:
     """Whether a hint block tells the shopper to click the asked options before buying."""
     from .webshop_hints import HINTS
@@ -130,7 +152,9 @@ def webshop_demos(goals: list, mix: WebMix) -> list[dict]:
     from .retrieval import BM25Retriever, query_text
     from .webshop_env import WebShopEnv
 
-    retriever = BM25Retriever(demo_bank(goals))
+    if mix.bank not in BANKS:
+        raise ValueError(f"unknown bank {mix.bank!r}: choose one of {', '.join(BANKS)}")
+    retriever = BM25Retriever(BANKS[mix.bank](goals, mix))
     rng = random.Random(mix.seed)
     records = []
     for goal in goals:
