@@ -14,9 +14,9 @@ StateAct, alternating). The LoRA is merged into the weights and saved as a plain
 cached under `cache_dir()/models/smollm2-135m-warm-<key>`.
 
 WebShop has its own warm-start (`warm_spec("webshop")`), built only when a run plays WebShop: a shopper's
-demonstrations of reserved goals (webshop_demos.py: search the instruction, open the first result, choose the
-asked options or not, buy), about half of them under a hint block they follow. The ALFWorld model never sees
-the shop, and the WebShop model never sees a household.
+demonstrations of reserved goals (webshop_demos.py: search the instruction, open the first result, buy), the asked
+options chosen only under a hint block that says to (the block made by stage 02's extractor from the reserved
+goals' plain purchases). The ALFWorld model never sees the shop, and the WebShop model never sees a household.
 """
 
 from __future__ import annotations

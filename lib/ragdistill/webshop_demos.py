@@ -68,6 +68,11 @@ def demo_goals(goals: list, n: int, seed: int = 0, per_product: int = 3, short_s
     return [by_id[t.game_id] for t in balanced([get_task(g.goal_id) for g in picked], n, seed)]
 
 
+def _as_bank(texts: dict[str, dict[str, None]]) -> dict[str, list[Hint]]:
+    """Hint texts per category as a bank's hints."""
+    return {c: [Hint(f"{c}-demo-{i:03d}", c, t, "", "", "", "demo") for i, t in enumerate(own)] for c, own in texts.items()}
+
+
 def demo_bank(goals: list) -> dict[str, list[Hint]]:
     """The WebShop extractor's rules per category, filled with the goals' option kinds and attributes."""
     from .webshop_hints import HINTS, _PHRASE, _kinds
@@ -84,7 +89,7 @@ def demo_bank(goals: list) -> dict[str, list[Hint]]:
         for name in ("format", "search_first", "open_result", "buy", "wrong_type", "price", "loop", "repeat_search",
                      "only_shown", "generic"):
             own[HINTS[name]] = None
-    return {c: [Hint(f"{c}-demo-{i:03d}", c, t, "", "", "", "demo") for i, t in enumerate(own)] for c, own in texts.items()}
+    return _as_bank(texts)
 
 
 def failure_bank(goals: list, mix: "WebMix") -> dict[str, list[Hint]]:
@@ -100,7 +105,7 @@ def failure_bank(goals: list, mix: "WebMix") -> dict[str, list[Hint]]:
         record = {"game_id": goal.goal_id, "trajectory": [{"action": s["action"]} for s in plain["steps"]]}
         for text in heuristic_hints(record):
             texts.setdefault(goal.category, {})[text] = None
-    return {c: [Hint(f"{c}-demo-{i:03d}", c, t, "", "", "", "demo") for i, t in enumerate(own)] for c, own in texts.items()}
+    return _as_bank(texts)
 
 
 BANKS = {"templates": lambda goals, mix: demo_bank(goals), "failures": failure_bank}
