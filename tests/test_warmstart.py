@@ -64,8 +64,9 @@ def test_fields_added_later_keep_the_key_of_folders_built_before_them():
     assert replace(searching, thoughts="grounded").key() == "1e4f28f020"
     assert WarmSpec().key() == "dd90c4a69c"  # planned thoughts, 40 closed-target games: the default
     assert warm_spec("alfworld") == WarmSpec()
-    assert warm_spec("webshop").key() == "2ecad5214e" and warm_spec("webshop").steps == 34  # 68 goals, two passes
-    assert replace(warm_spec("webshop"), option_share=0.5, hint_bank="templates").key() == "ec85ec7bd3"  # the first design
+    assert warm_spec("webshop").key() == "248a953698" and warm_spec("webshop").steps == 34  # 68 goals, two passes
+    first = replace(warm_spec("webshop"), thoughts="plain", option_share=0.5, hint_bank="templates")
+    assert first.key() == "ec85ec7bd3" and replace(first, option_share=0.0, hint_bank="failures").key() == "2ecad5214e"
     with pytest.raises(ValueError, match="choose one of alfworld, webshop"):
         warm_spec("minecraft")
 
@@ -96,6 +97,12 @@ def test_webshop_demonstrations_choose_the_options_only_under_a_hint_block_that_
     assert any(len(get_goal(r["game_id"]).options) > 0 for r in untold)
     chats = demo_chats(records, spec.agents)
     assert chats[0][-1]["content"].startswith("think: ") and chats[1][-1]["content"].startswith("goal: ")
+    # Planned thoughts: the first one says what happens on the item page, and why when a rule says so.
+    first = [next(m["content"] for m in c if m["role"] == "assistant") for c in chats]
+    for record, thought in zip(records, first):
+        picks = says_choose_options(record["hints"]) and get_goal(record["game_id"]).options
+        assert ("click each asked option and buy it" in thought) == bool(picks)
+        assert ("A rule says to click each asked option" in thought) == bool(picks)
     assert all("search[" in c[2]["content"] for c in chats)
 
 

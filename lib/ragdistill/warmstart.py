@@ -108,8 +108,8 @@ class WarmSpec:
     # it before putting the object in, which the `games` alone hold few of (6 of 90 puts).
     closed_targets: int = 40
     # The benchmark the demonstrations come from. On WebShop `games` counts reserved goals (webshop_demos.demo_goals,
-    # at most `goals_per_product` per product), `hint_share` and `option_share` are webshop_demos.WebMix's, and
-    # search, detours, thoughts and closed_targets (ALFWorld's) are not used.
+    # at most `goals_per_product` per product), `hint_share` and `option_share` are webshop_demos.WebMix's,
+    # thoughts="planned" is WebMix.planned, and search, detours and closed_targets (ALFWorld's) are not used.
     env: str = "alfworld"
     goals_per_product: int = 8
     option_share: float = 0.5  # unhinted WebShop demonstrations that still choose the asked options
@@ -135,10 +135,11 @@ CLOSABLE = ("cabinet", "drawer", "fridge", "microwave", "safe")  # target recept
 
 # The warm-start each benchmark's `cpu` model gets. WebShop: 68 goals (every reserved product of the 1,000-product
 # set that comes first for its instruction, up to 8 goals each), two epochs (34 optimizer steps); the options are
-# chosen only under a hint block that says to, its hints what stage 02's extractor says of plain purchases.
+# chosen only under a hint block that says to, its hints what stage 02's extractor says of plain purchases; the
+# thoughts plan from the first step (and name the rule when there is one).
 WARM_SPECS = {
     "alfworld": WarmSpec(),
-    "webshop": WarmSpec(env="webshop", games=68, search="walkthrough", thoughts="plain", closed_targets=0,
+    "webshop": WarmSpec(env="webshop", games=68, search="walkthrough", thoughts="planned", closed_targets=0,
                         option_share=0.0, hint_bank="failures"),
 }
 
@@ -190,7 +191,7 @@ def demo_records(spec: WarmSpec, workers: int = 2) -> list[dict]:
         from .webshop_demos import WebMix, webshop_demos
 
         mix = WebMix(seed=spec.seed, hint_share=spec.hint_share, option_share=spec.option_share, ids_as_shown=True,
-                     bank=spec.hint_bank)
+                     bank=spec.hint_bank, planned=spec.thoughts == "planned")
         return webshop_demos(demo_games(spec), mix)
 
     if spec.search != "walkthrough" or spec.hint_share:

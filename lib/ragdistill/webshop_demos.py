@@ -35,6 +35,9 @@ class WebMix:
     ids_as_shown: bool = False
     short_search: bool = False  # search_words(short=True)
     bank: str = "templates"  # the hints' bank: demo_bank ("templates") or failure_bank ("failures")
+    # Thoughts that plan from the first step: what the shopper will do once the item is open (click each asked
+    # option, or buy at once), and the rule that says so when its hint block holds one.
+    planned: bool = False
 
 
 def search_words(goal, short: bool = False) -> str:
@@ -133,17 +136,21 @@ def play(goal, hints: list[str], choose_options: bool, mix: "WebMix") -> dict:
                       "chosen": dict(chosen)})
 
     chosen: dict[str, str] = {}
+    rule = "A rule says to click each asked option. " if says_choose_options(hints) else ""
+    picks = choose_options and bool(goal.options)
+    plan = ("" if not mix.planned else " Then I open it, click each asked option and buy it." if picks
+            else " Then I open it and buy it.")
     page = "search page"
     act(f"search[{search_words(goal, mix.short_search)}]",
-        "I am on the search page. I search for the product with its main features.")
+        f"{rule if mix.planned and picks else ''}I am on the search page. I search for the product with its main features.{plan}")
     page = "results page 1"
+    then = "" if not mix.planned else " to click each asked option" if picks else " to buy it"
     act(f"click[{goal.asin if mix.ids_as_shown else goal.asin.lower()}]",
-        f"{goal.asin} comes first and fits the instruction. I open it.")
+        f"{goal.asin} comes first and fits the instruction. I open it{then}.")
     page = f"item {goal.asin}"
     if choose_options:
         for name, value in goal.options:
-            lead = "A rule says to click each asked option. " if says_choose_options(hints) else ""
-            act(f"click[{value}]", f"{lead}I choose {name} {value}.")
+            act(f"click[{value}]", f"{rule}I choose {name} {value}.")
             chosen[name] = value
     act("click[buy now]", "The item fits the instruction and the price limit. I buy it.")
     return {"game_id": goal.goal_id, "task_type": goal.category, "observation": observation, "task": task,
