@@ -10,6 +10,12 @@ one thread, a shared 2-core machine; two runs, the modes in opposite orders): ba
     python bench/rollout.py --profile cpu --games 8 --max-steps 8 --threads 1
     python bench/rollout.py --profile cpu --games 4 --max-steps 10 --batches 4 --reuse-cache --fewshot off
     python bench/rollout.py --profile cpu --games 4 --max-steps 10 --batches 4 --modes reuse,batched-reuse
+    python bench/rollout.py --profile cpu --games 24 --max-steps 15 --batches 8,24 --lanes 1,2 --workers 2 --fewshot off
+
+Lanes (the rows of a batched-reuse batch split over threads), measured on the cpu profile in the chain's setting
+(12 valid_seen games x both agents, 15 steps, no few-shot examples, 2 env workers, a 2-core machine; one run each): batch 8 380 s, batch 24
+288 s (x1.32), batch 8 in 2 lanes 317 s (x1.20), batch 24 in 2 lanes 205 s (x1.85); the same 295 steps, 11,522
+generated tokens and 4 wins in all four.
 
 --backend server plays the same episodes through an OpenAI-compatible server twice, in lockstep batches and
 asynchronously (each episode sends its next request as soon as its game answered, --concurrency in flight), and
@@ -44,8 +50,8 @@ from ragdistill.profiles import get_profile  # noqa: E402
 from ragdistill.rollout import EpisodeSpec, RolloutConfig, read_episodes, run_rollouts  # noqa: E402
 
 
-def _run(loaded, specs, cfg, mode: str | None, label: str) -> dict:
-    backend = TransformersBackend(loaded, batch_size=cfg.batch_size, mode=mode)
+def _run(loaded, specs, cfg, mode: str | None, label: str, lanes: int = 1) -> dict:
+    backend = TransformersBackend(loaded, batch_size=cfg.batch_size, mode=mode, lanes=lanes)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "episodes.jsonl"
         start = time.perf_counter()
@@ -54,7 +60,7 @@ def _run(loaded, specs, cfg, mode: str | None, label: str) -> dict:
         eps = {r["game_id"]: r for r in read_episodes(out)}
     n = len(eps)
     return {
-        "mode": backend.mode,
+        "mode": backend.mode + (f" x{lanes} lanes" if lanes > 1 else ""),
         "batch": cfg.batch_size,
         "epm": n / wall * 60,
         "model": stats.model_seconds / wall,
@@ -143,6 +149,8 @@ def main() -> int:
                         help="run each batch size in every mode (batched, reuse, batched-reuse), and print the ratios")
     parser.add_argument("--modes", default="", help=f"comma-separated modes to run per batch size ({', '.join(MODES)}); "
                         "default: the backend's default, or all of them with --reuse-cache")
+    parser.add_argument("--lanes", default="1", help="comma-separated lane counts to run per batch size and mode "
+                        "(batched-reuse: the rows of a batch split over that many threads)")
     parser.add_argument("--backend", choices=["local", "server"], default="local")
     parser.add_argument("--base-url", default="", help="--backend server: a running server (default: start transformers serve)")
     parser.add_argument("--api-model", default="", help="--backend server with --base-url: the model name it serves")
@@ -168,27 +176,28 @@ def main() -> int:
             parser.error(f"unknown mode(s) {', '.join(unknown)}: pick from {', '.join(MODES)}")
     else:
         modes = list(MODES) if args.reuse_cache else [None]  # None: the backend's default mode
+    variants = [(mode, int(lanes)) for mode in modes for lanes in args.lanes.split(",")]
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:
         cfg = RolloutConfig(max_steps=args.max_steps, batch_size=batch, workers=args.workers, fewshot=fewshot)
-        for mode in modes:
-            rows.append(_run(loaded, specs, cfg, mode, args.profile))
+        for mode, lanes in variants:
+            rows.append(_run(loaded, specs, cfg, mode, args.profile, lanes))
             r = rows[-1]
             print(f"  done: {r['mode']} batch {batch}: {r['epm']:.2f} episodes/min, {r['prefilled']:.0f} prefilled tok/ep",
                   flush=True)
 
     base = rows[0]["epm"]
-    print(f"\n{'mode':>13} {'batch':>5} {'episodes/min':>12} {'x first':>7} {'model %':>7} {'env %':>5} "
+    print(f"\n{'mode':>24} {'batch':>5} {'episodes/min':>12} {'x first':>7} {'model %':>7} {'env %':>5} "
           f"{'prompt tok/ep':>13} {'prefilled tok/ep':>16} {'pad tok/ep':>10} {'new tok/ep':>10} "
           f"{'prefilled/new':>13} {'steps/ep':>8} {'won':>3} {'kept MB':>8}")
     for r in rows:
-        print(f"{r['mode']:>13} {r['batch']:5d} {r['epm']:12.2f} {r['epm'] / base:7.2f} {100 * r['model']:7.1f} "
+        print(f"{r['mode']:>24} {r['batch']:5d} {r['epm']:12.2f} {r['epm'] / base:7.2f} {100 * r['model']:7.1f} "
               f"{100 * r['env']:5.1f} {r['prompt']:13.0f} {r['prefilled']:16.0f} {r['padding']:10.0f} {r['new']:10.0f} "
               f"{r['prefilled'] / max(r['new'], 1):13.1f} {r['steps']:8.1f} {r['won']:3d} {r['cache_mb']:8.1f}")
-    if len(modes) > 1:
+    if len(variants) > 1:
         print("\neach mode against the others at the same batch size:")
-        for at in range(0, len(rows), len(modes)):
-            group = rows[at : at + len(modes)]
+        for at in range(0, len(rows), len(variants)):
+            group = rows[at : at + len(variants)]
             for i, r in enumerate(group):
                 for ref in group[:i]:
                     print(f"  batch {r['batch']}: {r['mode']} vs {ref['mode']}: episodes/min x{r['epm'] / ref['epm']:.2f} "

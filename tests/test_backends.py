@@ -218,6 +218,35 @@ def test_batched_reuse_gives_the_same_answers_as_the_other_modes(smoke_model, st
             torch.testing.assert_close(x.values, y.values, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("lanes", [2, 3])
+def test_lanes_give_the_answers_and_caches_of_one_lane_from_as_many_threads(smoke_model, lanes):
+    """Rows split over lanes: the same texts, counts and stored caches as one lane, and the model called from
+    `lanes` threads other than the caller's (a call of 2 rows leaves a third lane out)."""
+    want = _play(TransformersBackend(smoke_model, batch_size=3))
+    one = TransformersBackend(smoke_model, batch_size=3)
+    _play(one)
+    callers = set()
+    handle = smoke_model.model.register_forward_pre_hook(lambda *_: callers.add(threading.current_thread().name))
+    try:
+        split = TransformersBackend(smoke_model, batch_size=3, lanes=lanes)
+        got = _play(split)
+    finally:
+        handle.remove()
+    assert [(c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in got] == \
+        [(c.text, c.prompt_tokens, c.completion_tokens, c.finish_reason) for c in want]
+    a, b = split.stats, one.stats
+    assert (a.chats, a.prompt_tokens, a.generated_tokens, a.padding_tokens) == (b.chats, b.prompt_tokens, b.generated_tokens, 0)
+    # Only the first call's second chat, alone in its lane, has no other chat's system prompt to copy from.
+    assert b.reused_chats - a.reused_chats == 1 and a.prefilled_tokens > b.prefilled_tokens
+    again = TransformersBackend(smoke_model, batch_size=3, lanes=lanes)
+    _play(again)
+    assert again.stats == split.stats  # what each row starts from does not depend on which lane runs first
+    assert sorted(e.ids for e in split._store) == sorted(e.ids for e in one._store)
+    assert callers == {f"lane-{i}" for i in range(lanes)}
+    with pytest.raises(ValueError, match="lanes must be >= 1"):
+        TransformersBackend(smoke_model, lanes=0)
+
+
 def test_batched_reuse_with_one_new_token_and_a_batch_of_one(smoke_model):
     """Edge cases: every row done after its prefill (no decoding loop), and a single chat per batch."""
     chats = _chats(3)

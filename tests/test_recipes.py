@@ -26,8 +26,8 @@ BEFORE = {
         },
     },
     "cpu": {
-        "model": {"source": "gguf", "model_id": "SmolLM2-135M-Instruct", "fewshot": True, "rollout_batch": 8,
-                  "concurrency": 8, "vllm_model": "", "lora_r": 32, "lora_alpha": 64},
+        "model": {"source": "gguf", "model_id": "SmolLM2-135M-Instruct", "fewshot": True, "rollout_batch": 24,
+                  "rollout_lanes": 2, "concurrency": 8, "vllm_model": "", "lora_r": 32, "lora_alpha": 64},
         "lora": {"alfworld": (32, 64), "webshop": (16, 32)},
         "chain": {
             "01_failure_collection": {"n_games": 12, "max_steps": 15, "fewshot": False},

@@ -72,7 +72,8 @@ def make_backend(cfg) -> tuple[ChatBackend, str]:
         from .models import load_model
 
         loaded = load_model(cfg.profile, load_4bit=cfg.load_4bit, env=cfg.env)
-        return TransformersBackend(loaded, batch_size=cfg.rollout_batch), f"{cfg.profile}:{loaded.profile.model_id}"
+        backend = TransformersBackend(loaded, batch_size=cfg.rollout_batch, lanes=cfg.rollout_lanes)
+        return backend, f"{cfg.profile}:{loaded.profile.model_id}"
     flavour = {"vllm": "vllm", "transformers-serve": "transformers"}.get(kind, "auto")
     if kind == "openai" or cfg.base_url:
         model = cfg.api_model or server_spec(cfg, kind if kind in ENGINES else "vllm").served_name

@@ -43,9 +43,10 @@ class LocalModels:
         from .local import TransformersBackend
 
         if condition in STUDENTS:
-            return TransformersBackend(self.loaded, self.cfg.rollout_batch, adapter=condition), f"{self.cfg.profile}:{condition}"
-        # The base conditions run with every adapter off ("": the base alone), or on a model that has none.
-        return TransformersBackend(self.loaded, self.cfg.rollout_batch, adapter="" if self.adapters else None), self.base_name
+            adapter, name = condition, f"{self.cfg.profile}:{condition}"
+        else:  # the base conditions run with every adapter off ("": the base alone), or on a model that has none
+            adapter, name = ("" if self.adapters else None), self.base_name
+        return TransformersBackend(self.loaded, self.cfg.rollout_batch, adapter=adapter, lanes=self.cfg.rollout_lanes), name
 
     def missing(self, condition: str) -> str | None:
         """Why a condition cannot be played here (None: it can)."""

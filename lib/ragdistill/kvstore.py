@@ -4,6 +4,7 @@ within a byte budget, and dropped as soon as its episode ends."""
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from functools import cache
 
@@ -61,10 +62,34 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def longest_shared(prompt: list[int], entries) -> tuple[CacheEntry | None, int]:
+    """The entry sharing the longest token prefix with `prompt` (None if none shares any), and its length."""
+    best, common = None, 0
+    for entry in entries:
+        n = _common_prefix(entry.ids, prompt)
+        if n > common:
+            best, common = entry, n
+    return best, common
+
+
+def usable_positions(prompt: list[int], common: int) -> int:
+    """Positions of a shared prefix a cache for `prompt` may hold: the model needs at least one new token to run."""
+    return min(common, len(prompt) - 1)
+
+
+def copied(entry: CacheEntry, usable: int):
+    """A new cache with the first `usable` positions of the entry's keys and values."""
+    from transformers import DynamicCache
+
+    layers = [(layer.keys[..., :usable, :].clone(), layer.values[..., :usable, :].clone()) for layer in entry.cache.layers]
+    return DynamicCache(ddp_cache_data=layers)
+
+
 class KVStore:
     """Caches of chats between their turns, least recently written dropped first once over `budget` bytes.
 
-    An evicted chat is not wrong, only slower: its next turn prefills its whole prompt again.
+    An evicted chat is not wrong, only slower: its next turn prefills its whole prompt again. Safe to share
+    between threads (the lanes of `TransformersBackend`): every change holds one lock.
     """
 
     def __init__(self, budget: int):
@@ -75,6 +100,7 @@ class KVStore:
         self.peak_bytes = 0
         self.evicted = 0  # entries dropped to stay within the budget
         self.released = 0  # entries dropped because their episode ended
+        self.lock = threading.RLock()
 
     def nbytes(self) -> int:
         return sum(e.nbytes for e in self.entries)
@@ -83,7 +109,8 @@ class KVStore:
         return len(self.entries)
 
     def clear(self) -> None:
-        self.entries.clear()
+        with self.lock:
+            self.entries.clear()
 
     def take(self, prompt: list[int], copy_only: list[CacheEntry] = ()):
         """A cache holding a prefix of `prompt` (at least one prompt token left out), or None.
@@ -93,46 +120,42 @@ class KVStore:
         episode with the same system prompt), the shared keys and values are copied and the entry stays for the
         chat it belongs to. Entries in `copy_only` (other chats of the batch being prefilled) are only copied from.
         """
-        best, common = None, 0
-        for entry in [*self.entries, *copy_only]:
-            n = _common_prefix(entry.ids, prompt)
-            if n > common:
-                best, common = entry, n
-        usable = min(common, len(prompt) - 1)  # the model needs at least one new token to run
-        if best is None or usable <= 0:
-            return None
-        if common >= best.prompt_len and any(e is best for e in self.entries):
-            self.entries.remove(best)
-            kv = best.cache
-            if kv.get_seq_length() > usable:
-                kv.crop(usable - kv.get_seq_length())  # a negative count: remove that many positions from the end
-            return kv
-        from transformers import DynamicCache
-
-        layers = [(layer.keys[..., :usable, :].clone(), layer.values[..., :usable, :].clone()) for layer in best.cache.layers]
-        return DynamicCache(ddp_cache_data=layers)
+        with self.lock:
+            best, common = longest_shared(prompt, [*self.entries, *copy_only])
+            usable = usable_positions(prompt, common)
+            if best is None or usable <= 0:
+                return None
+            if common >= best.prompt_len and any(e is best for e in self.entries):
+                self.entries.remove(best)
+                kv = best.cache
+                if kv.get_seq_length() > usable:
+                    kv.crop(usable - kv.get_seq_length())  # a negative count: remove that many positions from the end
+                return kv
+        return copied(best, usable)
 
     def keep(self, ids: list[int], prompt_len: int, kv) -> None:
         """Store a chat's cache for its next turn, then evict the oldest entries until within the budget."""
         if not keepable(kv):
             return
         entry = CacheEntry(ids, prompt_len, kv, cache_nbytes(kv))
-        if entry.nbytes > self.budget:  # would evict everything else and still not fit
-            self.evicted += 1
-            return
-        self.entries.append(entry)
-        total = self.nbytes()
-        while total > self.budget:
-            total -= self.entries.pop(0).nbytes
-            self.evicted += 1
-        self.peak_bytes = max(self.peak_bytes, total)
+        with self.lock:
+            if entry.nbytes > self.budget:  # would evict everything else and still not fit
+                self.evicted += 1
+                return
+            self.entries.append(entry)
+            total = self.nbytes()
+            while total > self.budget:
+                total -= self.entries.pop(0).nbytes
+                self.evicted += 1
+            self.peak_bytes = max(self.peak_bytes, total)
 
     def release(self, prompt: list[int]) -> int:
         """Drop the entries of a chat whose last prompt was `prompt` (its episode ended); returns how many."""
         n = len(prompt)
-        gone = [e for e in self.entries if len(e.ids) >= n and e.ids[:n] == prompt]
-        self.entries = [e for e in self.entries if not any(e is g for g in gone)]
-        self.released += len(gone)
+        with self.lock:
+            gone = [e for e in self.entries if len(e.ids) >= n and e.ids[:n] == prompt]
+            self.entries = [e for e in self.entries if not any(e is g for g in gone)]
+            self.released += len(gone)
         return len(gone)
 
 

@@ -3,15 +3,47 @@
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 
 import torch
 
 from .completion import GREEDY, Completion, cut_at_stop
-from .kvstore import CacheEntry, KVStore, buffer_layer, cache_nbytes, default_budget
+from .kvstore import (
+    CacheEntry,
+    KVStore,
+    buffer_layer,
+    cache_nbytes,
+    copied,
+    default_budget,
+    longest_shared,
+    usable_positions,
+)
 from .models import LoadedModel
 
 MODES = ("batched", "reuse", "batched-reuse")
+
+
+def in_threads(fn, args: list) -> list:
+    """`fn(a)` for each of `args`, each in a thread of its own started for it, with the caller's torch thread count
+    (a new thread would take the library's default, often every core, and the threads would fight over them)."""
+    threads, out, errors = torch.get_num_threads(), [None] * len(args), []
+
+    def run(i: int) -> None:
+        torch.set_num_threads(threads)
+        try:
+            out[i] = fn(args[i])
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller
+            errors.append(exc)
+
+    started = [threading.Thread(target=run, args=(i,), name=f"lane-{i}") for i in range(len(args))]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join()
+    if errors:
+        raise errors[0]
+    return out
 
 
 @dataclass
@@ -58,6 +90,11 @@ class TransformersBackend:
 
     `adapter` picks a LoRA adapter of a PEFT model loaded with several (`models.load_model(adapters=...)`):
     its name, "" for the base model with every adapter off, None for the model as loaded.
+
+    `lanes` (batched-reuse only) splits each batch's rows into that many groups (row i in group i % lanes), each
+    prefilled and decoded in its own thread over the one model and store. On a CPU, where decoding a few rows
+    is bound by reading the weights and one thread runs at a time through Python, the lanes keep every core
+    busy (the `cpu` profile: 2). A row's tokens are what it would get alone, in any lane.
     """
 
     def __init__(
@@ -68,6 +105,7 @@ class TransformersBackend:
         mode: str | None = None,
         cache_budget: int | None = None,
         adapter: str | None = None,
+        lanes: int = 1,
     ):
         """`mode` picks one of MODES; without it, `reuse_cache` True/False means "reuse"/"batched", and
         neither means "batched-reuse"."""
@@ -79,6 +117,9 @@ class TransformersBackend:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: pick one of {', '.join(MODES)}")
         self.mode = mode
+        if lanes < 1:
+            raise ValueError(f"lanes must be >= 1, not {lanes}")
+        self.lanes = lanes
         adapters = set(getattr(loaded.model, "peft_config", {}) or {})
         if adapter and adapter not in adapters:
             raise ValueError(
@@ -223,17 +264,56 @@ class TransformersBackend:
         return self._plain
 
     def _generate_batch_reusing(self, chats, max_new_tokens, stop) -> list[Completion]:
-        """Prefill each chat's uncached tokens on its own, then decode the whole batch in one greedy loop."""
-        from transformers import DynamicCache
-
+        """Prefill each chat's uncached tokens on its own, then decode the whole batch in one greedy loop (with
+        `lanes` > 1: the rows split into that many groups, each prefilled and decoded in its own thread)."""
         if not self._plain_caches():  # sliding-window or other layers: no per-position cache surgery
             return [self._generate_reusing(chat, max_new_tokens, stop) for chat in chats]
-        model, dev = self.loaded.model, self.loaded.device
         prompts = [self.prompt_ids(c) for c in chats]
-        caches, gen, prefilled = [], [], []
+        # The stored caches are looked up here, in order, so that what each row starts from does not depend on
+        # which lane runs first. A row may copy a shared prefix (the system prompt) from one taken before it.
+        caches, taken = [], []
         for prompt in prompts:
-            cache = self.store.take(prompt, copy_only=prefilled)
+            cache = self.store.take(prompt, copy_only=taken)
+            caches.append(cache)
+            if cache is not None:
+                taken.append(CacheEntry(prompt[: cache.get_seq_length()], cache.get_seq_length(), cache))
+        del taken
+        groups = [list(range(lane, len(prompts), self.lanes)) for lane in range(min(self.lanes, len(prompts)))]
+        budget = self.store.budget // len(groups)  # the lanes' batch caches live at the same time
+
+        def lane(rows: list[int]):
+            return self._rows_reusing([prompts[i] for i in rows], [caches[i] for i in rows], max_new_tokens, budget)
+
+        if len(groups) == 1:
+            answered = [lane(groups[0])]
+        else:
+            answered = in_threads(lane, groups)
+        gen: list[list[int]] = [[] for _ in prompts]
+        for rows, (lane_gen, lane_cached) in zip(groups, answered):
+            for i, row, cached in zip(rows, lane_gen, lane_cached):
+                gen[i] = row
+                self.stats.chats += 1
+                self.stats.prompt_tokens += len(prompts[i])
+                self.stats.prefilled_tokens += len(prompts[i]) - cached
+                self.stats.reused_chats += cached > 0
+        return [self._completion(len(prompt), row, stop) for prompt, row in zip(prompts, gen)]
+
+    @torch.no_grad()  # grad mode is per thread: a lane does not inherit the caller's
+    def _rows_reusing(self, prompts: list[list[int]], caches: list, max_new_tokens: int, budget: int):
+        """Greedy tokens for each prompt (its first EOS included), starting from its cache (None: nothing
+        stored), and the prompt tokens each one found cached. The caches are stored again for the next turn."""
+        from transformers import DynamicCache
+
+        model, dev = self.loaded.model, self.loaded.device
+        gen, prefilled, found = [], [], []
+        for k, prompt in enumerate(prompts):
+            cache = caches[k]
             cached = cache.get_seq_length() if cache is not None else 0
+            # A chat of this lane prefilled just before may share more (the first call: one system prompt).
+            best, common = longest_shared(prompt, prefilled)
+            if best is not None and usable_positions(prompt, common) > cached:
+                cache = copied(best, usable_positions(prompt, common))
+                cached = cache.get_seq_length()
             if cache is None:
                 cache = DynamicCache(config=model.config)
             logits = model(
@@ -243,29 +323,25 @@ class TransformersBackend:
                 use_cache=True,
                 logits_to_keep=1,
             ).logits
-            caches.append(cache)
+            caches[k] = cache
             gen.append([int(logits[0, -1].argmax())])
-            # Later chats of this batch may copy this one's prompt (the first call: one shared system prompt).
             prefilled.append(CacheEntry(prompt, len(prompt), cache))
-            self.stats.chats += 1
-            self.stats.prompt_tokens += len(prompt)
-            self.stats.prefilled_tokens += len(prompt) - cached
-            self.stats.reused_chats += cached > 0
+            found.append(cached)
         del prefilled
 
         def finished(i: int) -> bool:
             return gen[i][-1] in self.eos_ids or len(gen[i]) >= max_new_tokens
 
         live = [i for i in range(len(prompts)) if not finished(i)]
-        for group in self._decode_groups(live, caches, max_new_tokens):
+        for group in self._decode_groups(live, caches, max_new_tokens, budget):
             self._decode_together(group, caches, gen, finished, max_new_tokens)
         for i, prompt in enumerate(prompts):
             # The last generated token was never fed back, so the cache holds one token fewer than the row.
             self.store.keep(prompt + gen[i][:-1], len(prompt), caches[i])
-        return [self._completion(len(prompt), row, stop) for prompt, row in zip(prompts, gen)]
+        return gen, found
 
-    def _decode_groups(self, live: list[int], caches, max_new_tokens: int) -> list[list[int]]:
-        """The rows to decode together: all of them when their padded batch cache fits the store's budget, else
+    def _decode_groups(self, live: list[int], caches, max_new_tokens: int, budget: int) -> list[list[int]]:
+        """The rows to decode together: all of them when their padded batch cache fits `budget` bytes, else
         groups of rows of similar length (shortest first), each within it."""
         if not live:
             return []
@@ -275,11 +351,11 @@ class TransformersBackend:
         def padded(rows: list[int]) -> float:
             return len(rows) * (max(lengths[i] for i in rows) + max_new_tokens) * per_token
 
-        if padded(live) <= self.store.budget:
+        if padded(live) <= budget:
             return [live]
         groups: list[list[int]] = [[]]
         for i in sorted(live, key=lengths.get):
-            if groups[-1] and padded(groups[-1] + [i]) > self.store.budget:
+            if groups[-1] and padded(groups[-1] + [i]) > budget:
                 groups.append([])
             groups[-1].append(i)
         return groups

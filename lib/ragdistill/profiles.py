@@ -22,6 +22,7 @@ class Profile:
     lora_alpha: int = 128
     fewshot: bool = True  # few-shot examples in agent prompts by default
     rollout_batch: int = 8  # episodes played at once in process
+    rollout_lanes: int = 1  # threads a batch's rows are split over in process (TransformersBackend `lanes`)
     concurrency: int = 8  # on a server, episodes step on their own, this many requests in flight
     vllm_model: str = ""  # what `vllm serve` loads for this profile ("": the profile's own model)
 
