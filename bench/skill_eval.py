@@ -79,7 +79,8 @@ def main() -> int:
         loaded = LoadedModel(model, tokenizer, get_profile(args.profile), args.model, False, 0.0)
     else:
         loaded = load_model(args.profile, device="cpu")
-    backend = TransformersBackend(loaded, batch_size=8, mode="batched-reuse")
+    batch, lanes = loaded.profile.rollout_batch, loaded.profile.rollout_lanes  # as the chain plays
+    backend = TransformersBackend(loaded, batch_size=batch, mode="batched-reuse", lanes=lanes)
     tasks = design_tasks(args.env, args.games, args.seed)
     retriever = BM25Retriever(demo_bank(args.env))
 
@@ -89,7 +90,7 @@ def main() -> int:
     agents = args.agents.split(",")
     tag = Path(loaded.path).name
     out = Path(args.out or f"/tmp/skill_eval-{tag}-{args.env}-{args.games}-{args.max_steps}.jsonl")
-    cfg = RolloutConfig(max_steps=args.max_steps, batch_size=8, workers=0, fewshot=False)
+    cfg = RolloutConfig(max_steps=args.max_steps, batch_size=batch, workers=0, fewshot=False)
     start = time.perf_counter()
     base = [EpisodeSpec(t.game_id, a, "base") for a in agents for t in tasks]
     hinted = [EpisodeSpec(t.game_id, a, "hints") for a in agents for t in tasks]

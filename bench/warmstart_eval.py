@@ -2,8 +2,9 @@
 
 Plays a balanced subset of valid_unseen without few-shot examples, as the later stages do with this
 profile, and prints wins/episodes with a 95% Wilson interval, mean steps, the invalid-action rate and the
-seconds per episode. Episodes run 8 at a time through the backend's batched-reuse mode (each episode's KV
-cache kept between its turns: only the new observation is prefilled at each step), on one thread.
+seconds per episode. Episodes run as the chain plays them: the profile's batch and lanes (cpu: 24 at once, over
+two threads) through the backend's batched-reuse mode (each episode's KV cache kept between its turns: only the
+new observation is prefilled at each step).
 
     python bench/warmstart_eval.py --games 12 --agents react,stateact --max-steps 30
     python bench/warmstart_eval.py --games 12 --agents react --untrained
@@ -26,6 +27,7 @@ from ragdistill.alfworld_env import balanced_sample, list_games  # noqa: E402
 from ragdistill.analysis import wilson  # noqa: E402
 from ragdistill.backends import TransformersBackend  # noqa: E402
 from ragdistill.models import load_model  # noqa: E402
+from ragdistill.profiles import get_profile  # noqa: E402
 from ragdistill.rollout import EpisodeSpec, RolloutConfig, read_episodes, run_rollouts  # noqa: E402
 
 
@@ -43,13 +45,14 @@ def main() -> int:
     torch.set_num_threads(1)
 
     loaded = load_model(args.profile, untrained=args.untrained, device="cpu")
-    backend = TransformersBackend(loaded, batch_size=8, mode="batched-reuse")  # KV caches kept between turns
+    profile = get_profile(args.profile)
+    backend = TransformersBackend(loaded, batch_size=profile.rollout_batch, mode="batched-reuse", lanes=profile.rollout_lanes)
     games = balanced_sample(list_games(args.split), args.games, seed=args.seed)
     agents = args.agents.split(",")
     specs = [EpisodeSpec(g.game_id, a) for a in agents for g in games]
     tag = "untrained" if args.untrained else Path(loaded.path).name
     out = Path(args.out or f"/tmp/warmstart_eval-{tag}-{args.split}-{args.games}-{args.max_steps}.jsonl")
-    cfg = RolloutConfig(max_steps=args.max_steps, batch_size=8, workers=0, fewshot=False)
+    cfg = RolloutConfig(max_steps=args.max_steps, batch_size=profile.rollout_batch, workers=0, fewshot=False)
     start = time.perf_counter()
     run_rollouts(specs, backend, out, f"{args.profile}:{tag}", cfg)
     wall = time.perf_counter() - start

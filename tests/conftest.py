@@ -194,6 +194,17 @@ def assert_distilled_path_runs(run_dir) -> None:
     assert set(evaluation["conditions_played"]) == {"base", "hints", "sft", "distilled"}
     episodes = list(read_jsonl(run_dir / "06_eval" / "episodes.jsonl"))
     assert all(sum(e["condition"] == c for e in episodes) > 0 for c in evaluation["conditions_played"])
+    # The paired tests: teacher vs base and the distilled student vs base, SFT and the teacher, counted again here.
+    from ragdistill.evaluation import PAIRED_TESTS
+
+    outcome = {(e["condition"], e["game_id"], e["agent"]): e["won"] for e in episodes}
+    assert set(evaluation["paired"]) == {f"{a} vs {b}" for a, b in PAIRED_TESTS}
+    for a, b in PAIRED_TESTS:
+        pairs = [(g, agent) for c, g, agent in outcome if c == a and (b, g, agent) in outcome]
+        test = evaluation["paired"][f"{a} vs {b}"]
+        assert test["pairs"] == len(pairs) > 0
+        assert test[f"only_{a}"] == sum(outcome[(a, *p)] and not outcome[(b, *p)] for p in pairs)
+        assert test[f"only_{b}"] == sum(outcome[(b, *p)] and not outcome[(a, *p)] for p in pairs)
 
 
 def assert_planted_leak_is_caught(run_dir) -> None:

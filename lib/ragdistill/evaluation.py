@@ -69,6 +69,17 @@ def paired_test(df: pd.DataFrame, a: str, b: str) -> dict | None:
     }
 
 
+# The comparisons the method is judged on: the hints help the agent (teacher vs base); the student keeps what they
+# brought without them (distilled vs base, vs SFT on the base agent's own wins, and vs the teacher itself).
+PAIRED_TESTS = (("hints", "base"), ("distilled", "base"), ("distilled", "sft"), ("distilled", "hints"))
+
+
+def paired_tests(df: pd.DataFrame) -> dict[str, dict]:
+    """McNemar's exact test for each of PAIRED_TESTS whose two conditions were played, keyed "a vs b"."""
+    tests = {f"{a} vs {b}": paired_test(df, a, b) for a, b in PAIRED_TESTS}
+    return {name: test for name, test in tests.items() if test is not None}
+
+
 def token_reduction(df: pd.DataFrame, student: str = "distilled", teacher: str = "hints") -> float | None:
     """How many fewer tokens per episode the student uses than the teacher, in % (input + output, summed)."""
     s, t = df[df.condition == student].tokens.mean(), df[df.condition == teacher].tokens.mean()
