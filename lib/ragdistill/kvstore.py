@@ -131,7 +131,7 @@ class KVStore:
                 if kv.get_seq_length() > usable:
                     kv.crop(usable - kv.get_seq_length())  # a negative count: remove that many positions from the end
                 return kv
-        return copied(best, usable)
+            return copied(best, usable)  # under the lock: no other thread crops the entry while it is copied
 
     def keep(self, ids: list[int], prompt_len: int, kv) -> None:
         """Store a chat's cache for its next turn, then evict the oldest entries until within the budget."""
