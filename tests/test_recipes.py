@@ -26,7 +26,7 @@ BEFORE = {
         },
     },
     "cpu": {
-        "model": {"source": "gguf", "model_id": "SmolLM2-135M-Instruct", "fewshot": True, "rollout_batch": 24,
+        "model": {"source": "gguf", "model_id": "SmolLM2-135M-Instruct", "fewshot": True, "rollout_batch": 48,
                   "rollout_lanes": 2, "concurrency": 8, "vllm_model": "", "lora_r": 32, "lora_alpha": 64},
         "lora": {"alfworld": (32, 64), "webshop": (16, 32)},
         "chain": {

@@ -45,7 +45,7 @@ class RolloutStageConfig(StageConfig):
     agents: list[str] = field(default_factory=lambda: ["react", "stateact"])
     max_steps: int = 0  # 0: the paper's limit for the env (ALFWorld 50, WebShop 15)
     repeat_limit: int = 5
-    batch_size: int = 0  # episodes played at once; 0: the profile's (cpu 24, gpu-7b 32, gpu-14b 10)
+    batch_size: int = 0  # episodes played at once; 0: the profile's (cpu 48, gpu-7b 32, gpu-14b 10)
     workers: int = -1  # environment worker processes; -1: one per CPU, 0: in this process
     fewshot: bool | None = None  # None: the profile's default (off for the tiny smoke model)
     load_4bit: bool | None = None  # None: 4-bit on CUDA, off on CPU
