@@ -13,10 +13,11 @@ one thread, a shared 2-core machine; two runs, the modes in opposite orders): ba
     python bench/rollout.py --profile cpu --games 24 --max-steps 15 --batches 8,24 --lanes 1,2 --workers 2 --fewshot off
 
 Lanes (the rows of a batched-reuse batch split over threads), measured on the cpu profile in the chain's setting
-(12 valid_seen games x both agents, 15 steps, no few-shot examples, 2 env workers, a 2-core machine; one run each): batch 8 380 s, batch 24
-288 s (x1.32), batch 8 in 2 lanes 317 s (x1.20), batch 24 in 2 lanes 205 s (x1.85); the same 295 steps, 11,522
-generated tokens and 4 wins in all four. On 24 valid_seen games x both agents (48 episodes, stage 06's size), in 2 lanes:
-batch 24 401 s, batch 48 345 s (x1.16), the same 573 steps, 22,203 generated tokens and 9 wins.
+(12 valid_seen games x both agents, 15 steps, no few-shot examples, 2 env workers, a 2-core machine; one run
+each): batch 8 380 s, batch 24 288 s (x1.32), batch 8 in 2 lanes 317 s (x1.20), batch 24 in 2 lanes 205 s
+(x1.85); the same 295 steps, 11,522 generated tokens and 4 wins in all four. On 24 valid_seen games x both agents
+(48 episodes, stage 06's size), in 2 lanes: batch 24 401 s, batch 48 345 s (x1.16), the same 573 steps, 22,203
+generated tokens and 9 wins.
 
 --backend server plays the same episodes through an OpenAI-compatible server twice, in lockstep batches and
 asynchronously (each episode sends its next request as soon as its game answered, --concurrency in flight), and

@@ -2,7 +2,7 @@
 
 Plays a balanced subset of valid_unseen without few-shot examples, as the later stages do with this
 profile, and prints wins/episodes with a 95% Wilson interval, mean steps, the invalid-action rate and the
-seconds per episode. Episodes run as the chain plays them: the profile's batch and lanes (cpu: 24 at once, over
+seconds per episode. Episodes run as the chain plays them: the profile's batch and lanes (cpu: up to 48 at once, over
 two threads) through the backend's batched-reuse mode (each episode's KV cache kept between its turns: only the
 new observation is prefilled at each step).
 
