@@ -121,3 +121,44 @@ def test_the_four_conditions_through_a_local_server_are_the_in_process_episodes(
     assert not models.server.alive() and not played.skipped
     local, remote = _episodes(tmp_path / "local.jsonl"), _episodes(tmp_path / "served.jsonl")
     assert len(remote) == len(games) * 4 and remote == local
+
+
+def test_a_folded_adapter_is_the_adapter_and_leaves_the_exact_weights(smoke_model, tmp_path):
+    """Folding a student into float32 weights for a call gives the adapter's logits and greedy answers, restores
+    every weight bit for bit after, and is refused where folding would round (bf16)."""
+    from transformers import AutoModelForCausalLM
+
+    from ragdistill.local import TransformersBackend
+    from ragdistill.models import attach_adapters, foldable, folded_adapter, load_model
+
+    make_adapter(smoke_model.path, tmp_path / "a", 1)
+    make_adapter(smoke_model.path, tmp_path / "b", 2)
+    loaded = load_model("smoke", adapters={"a": str(tmp_path / "a"), "b": str(tmp_path / "b")})
+    model = loaded.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ids = torch.tensor([list(range(5, 45))])
+    with torch.no_grad():
+        model.set_adapter("a")
+        active = model(input_ids=ids).logits
+        with model.disable_adapter():
+            base = model(input_ids=ids).logits
+        with folded_adapter(model, "a"):
+            folded = model(input_ids=ids).logits
+    assert (active - base).abs().max() > 1e-2  # the adapter changes the answer ...
+    assert torch.allclose(folded, active, atol=1e-4, rtol=1e-4)  # ... and folded it changes it the same way
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+    chats = [[{"role": "user", "content": f"Task {i}: put a mug in the fridge. Your action?"}] for i in range(3)]
+    answers = {}
+    for fold in (True, False):
+        backend = TransformersBackend(loaded, 3, adapter="b", fold=fold)
+        assert backend.fold is fold
+        answers[fold] = [c.text for c in backend.generate(chats, max_new_tokens=12)]
+    assert answers[True] == answers[False]
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
+
+    half = attach_adapters(AutoModelForCausalLM.from_pretrained(smoke_model.path, dtype=torch.bfloat16), {"a": str(tmp_path / "a")})
+    assert foldable(model, "a") and not foldable(half, "a") and not foldable(model, "missing")
+    with pytest.raises(ValueError, match="cannot be folded"):
+        with folded_adapter(half, "a"):
+            pass

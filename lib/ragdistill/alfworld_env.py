@@ -122,6 +122,9 @@ class AlfworldEnv:
         import textworld
         from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
 
+        from . import engine_memo
+
+        engine_memo.install()
         infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile"])
         return textworld.start(str(self.game.path), request_infos=infos, wrappers=[AlfredDemangler(), AlfredInfos])
 

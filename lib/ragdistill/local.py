@@ -19,7 +19,7 @@ from .kvstore import (
     longest_shared,
     usable_positions,
 )
-from .models import LoadedModel
+from .models import LoadedModel, foldable, folded_adapter
 
 MODES = ("batched", "reuse", "batched-reuse")
 
@@ -89,7 +89,9 @@ class TransformersBackend:
     positions; rows that would not fit the budget together decode in several groups.
 
     `adapter` picks a LoRA adapter of a PEFT model loaded with several (`models.load_model(adapters=...)`):
-    its name, "" for the base model with every adapter off, None for the model as loaded.
+    its name, "" for the base model with every adapter off, None for the model as loaded. With `fold` (the
+    default) an adapter over float32 weights is folded into them for each call instead (`models.folded_adapter`:
+    the same function, faster on a CPU; the weights are restored after the call).
 
     `lanes` (batched-reuse only) splits each batch's rows into that many groups (row i in group i % lanes), each
     prefilled and decoded in its own thread over the one model and store. On a CPU, where decoding a few rows
@@ -106,6 +108,7 @@ class TransformersBackend:
         cache_budget: int | None = None,
         adapter: str | None = None,
         lanes: int = 1,
+        fold: bool = True,
     ):
         """`mode` picks one of MODES; without it, `reuse_cache` True/False means "reuse"/"batched", and
         neither means "batched-reuse"."""
@@ -127,6 +130,7 @@ class TransformersBackend:
                 "models.load_model(profile, adapters={name: folder})"
             )
         self.adapter = adapter
+        self.fold = bool(adapter) and fold and foldable(loaded.model, adapter)
         self.store = KVStore(default_budget(loaded.device) if cache_budget is None else cache_budget)
         self.name = f"transformers:{loaded.profile.name}" + (f":{adapter}" if adapter else "")
         self.eos_ids = self._eos_ids()
@@ -170,12 +174,15 @@ class TransformersBackend:
                 self.store.release(self.prompt_ids(chat))
 
     def _adapter_context(self):
-        """Make this backend's adapter the active one for the duration of a call."""
+        """Make this backend's adapter the active one for the duration of a call: folded into float32 base
+        weights for the call (`models.folded_adapter`), else active as a PEFT adapter."""
         model = self.loaded.model
         if self.adapter is None or not hasattr(model, "peft_config"):
             return contextlib.nullcontext()
         if self.adapter == "":
             return model.disable_adapter()
+        if self.fold:
+            return folded_adapter(model, self.adapter)
         model.set_adapter(self.adapter)
         return contextlib.nullcontext()
 
