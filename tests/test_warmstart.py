@@ -189,6 +189,53 @@ def test_tiny_build_on_the_smoke_model_gives_a_plain_changed_checkpoint(smoke_mo
     assert after.shape == before.shape and not torch.allclose(after, before, atol=1e-4)
 
 
+def test_warm_start_loss_on_assistant_positions_is_the_loss_over_every_position(smoke_model):
+    """train_lora runs the LM head only where a position predicts an assistant token: its first step's loss
+    and its trained weights are those of the loss over every position with the others ignored."""
+    from copy import deepcopy
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ragdistill.profiles import LORA_TARGETS
+    from ragdistill.schedule import warmup_cosine
+    from ragdistill.warmstart import train_lora
+
+    gen = torch.Generator().manual_seed(0)
+    examples = []
+    for n in (40, 57, 33):
+        ids = torch.randint(10, 1000, (n,), generator=gen).tolist()
+        mask = [0] * (n // 2) + [1] * (n // 4) + [0] * 3 + [1] * (n - n // 2 - n // 4 - 3)  # two assistant turns
+        examples.append((ids, mask))
+    spec = WarmSpec(batch_size=3, epochs=1, lr=1e-3, lora_r=4, lora_alpha=8)
+    base = AutoModelForCausalLM.from_pretrained(smoke_model.path, dtype=torch.float32)
+    trained, losses = train_lora(deepcopy(base), examples, spec, progress=False)
+
+    torch.manual_seed(spec.seed)  # train_lora's own initialisation, then one step of the full-position loss
+    reference = get_peft_model(deepcopy(base), LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                                                          target_modules=list(LORA_TARGETS), task_type="CAUSAL_LM"))
+    params = [p for p in reference.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
+    for group in opt.param_groups:
+        group["lr"] = warmup_cosine(0, 1, spec.lr)
+    n_tokens = sum(sum(m) for _, m in examples)
+    total = 0.0
+    for ids, mask in examples:
+        labels = torch.tensor([t if m else -100 for t, m in zip(ids, mask)])[1:]
+        logits = reference(input_ids=torch.tensor([ids])).logits[0, :-1]
+        loss = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100, reduction="sum") / n_tokens
+        loss.backward()
+        total += loss.item()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    assert len(losses) == 1 and losses[0] == pytest.approx(total, rel=1e-5)
+    got = {n: p for n, p in trained.named_parameters() if "lora_" in n}
+    want = {n: p for n, p in reference.named_parameters() if "lora_" in n}
+    assert got.keys() == want.keys() and len(got) > 0
+    assert any(got[n].abs().max() > 0 for n in got if "lora_B" in n)  # the step moved the zero-initialised B
+    assert all(torch.allclose(got[n], want[n], atol=1e-6) for n in got)
+
+
 def test_model_path_cpu_is_the_warm_checkpoint_and_base_is_untrained(smoke_model, tmp_path, monkeypatch):
     """In a fresh cache holding a stand-in release (the smoke model's files) and its warm-start (two steps on
     it), the cpu profile's model is the warm-start and its base checkpoint the release, each loadable and
