@@ -13,10 +13,11 @@ PLAY = r"""
 import json, sys
 from ragdistill import engine_memo
 from ragdistill.alfworld_env import AlfworldEnv, get_game, walkthrough
-if sys.argv[1] == "plain":
+mode, game_ids = sys.argv[1], json.loads(sys.argv[2])  # read first: the PDDL translator rewrites sys.argv
+if mode == "plain":
     engine_memo.install = lambda: None  # the engine as shipped
 out = []
-for game_id in json.loads(sys.argv[2]):
+for game_id in game_ids:
     for _ in range(2):
         game = get_game(game_id)
         env = AlfworldEnv(game)
@@ -30,7 +31,15 @@ for game_id in json.loads(sys.argv[2]):
                 break
         env.close()
         out.append(rows)
-print(json.dumps({"episodes": out, "installed": engine_memo.installed()}))
+# The replanner (which AlfworldEnv never asks for) still plans: the memo hands it the plain translation.
+import textworld
+from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
+if mode != "plain":
+    engine_memo.install()
+infos = textworld.EnvInfos(won=True, admissible_commands=True, policy_commands=True)
+tw = textworld.start(str(get_game(game_ids[0]).path), request_infos=infos, wrappers=[AlfredDemangler(), AlfredInfos])
+plan = tw.reset()["policy_commands"]
+print(json.dumps({"episodes": out, "installed": engine_memo.installed(), "plan": plan}))
 """
 
 
@@ -55,3 +64,4 @@ def test_memoized_engine_gives_the_same_steps_as_the_plain_engine(alfworld_root)
     assert sum(len(rows) for rows in memo["episodes"]) > 30
     assert all(rows[-1][2] for rows in memo["episodes"])  # every walkthrough still wins
     assert memo["episodes"] == plain["episodes"]
+    assert memo["plan"] and memo["plan"] == plain["plan"]

@@ -32,7 +32,7 @@ BEFORE = {
         "chain": {
             "01_failure_collection": {"n_games": 12, "max_steps": 15, "fewshot": False},
             "03_teacher_generation": {"max_steps": 15, "fewshot": False},
-            "05_student_training": {"effective_batch": 2, "epochs": 2.0, "learning_rate": 5e-4},
+            "05_student_training": {"effective_batch": 2, "epochs": 2.0, "learning_rate": 5e-4, "threads": 2},
             "06_evaluation": {"n_games": 24, "max_steps": 15, "fewshot": False},
         },
     },

@@ -370,3 +370,24 @@ def test_notebook_05_trains_on_smoke_and_skips_plainly_without_data(smoke_model,
     assert metrics["skipped"] and "n_games" in metrics["reason"]
     text = (run_dir / "05_student" / "05_student_training.ipynb").read_text()
     assert "not trained: stage 04 wrote no distilled examples" in text
+
+
+def test_training_runs_on_the_configured_cpu_threads_and_gives_them_back(smoke_model, outputs, run04):
+    """`threads` (the cpu chain: 2, as no game runs beside stage 05) holds while the trainer steps; the process's
+    own setting comes back after."""
+    from transformers import TrainerCallback
+
+    seen = []
+
+    class Threads(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    wanted = before + 1
+    cfg = StudentConfig.from_params({**FAST, "run": run04, "max_steps": 2, "adapters": ["sft"], "threads": wanted})
+    result = train_adapter(cfg, "sft", callbacks=[Threads()])
+    assert result["steps"] == 2 and seen == [wanted, wanted]
+    assert torch.get_num_threads() == before
+    with pytest.raises(ConfigError, match="threads"):
+        StudentConfig.from_params({**FAST, "run": run04, "threads": -1})

@@ -140,6 +140,16 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
     n_loss = min(cfg.loss_examples, len(data.ids))
 
     def run() -> dict:
+        if cfg.threads and not cfg.cuda:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(cfg.threads)
+            try:
+                return train()
+            finally:
+                torch.set_num_threads(threads)
+        return train()
+
+    def train() -> dict:
         model = load_base(cfg)
         trainer = SFTTrainer(
             model=model,

@@ -44,6 +44,7 @@ class StudentConfig(StageConfig):
     save_total_limit: int = 2
     keep_checkpoints: bool = False  # checkpoints (with optimizer states) are deleted once the adapter is saved
     loss_examples: int = 32  # mean loss before/after training on this many training examples; 0: skip
+    threads: int = 0  # CPU threads for training (0: the process's own setting); no effect on a GPU
 
     def validate(self) -> None:
         super().validate()
@@ -52,6 +53,8 @@ class StudentConfig(StageConfig):
             raise ConfigError(f"adapters={self.adapters!r}: choose from {', '.join(SOURCES)}, each at most once")
         if self.overlong not in ("drop", "keep"):
             raise ConfigError(f"overlong={self.overlong!r}: choose 'drop' or 'keep'")
+        if self.threads < 0:
+            raise ConfigError(f"threads={self.threads}: 0 (the process's setting) or a positive count")
         for name in ("effective_batch", "per_device_batch", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1")
