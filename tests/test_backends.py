@@ -52,9 +52,15 @@ def test_token_counts_are_exact(smoke_model, mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_stop_strings_cut_the_text(smoke_model, mode):
+    """The stop string is taken from the model's own answer (its second half), so it is one the model writes."""
     backend = TransformersBackend(smoke_model, batch_size=2, mode=mode)
-    comp = backend.generate(_chats(1), max_new_tokens=40, stop=["action:"])[0]
-    assert "action:" not in comp.text and comp.finish_reason == "stop"
+    whole = backend.generate(_chats(1), max_new_tokens=40)[0].text
+    cut = len(whole) // 2
+    stop = whole[cut:cut + 4]
+    assert len(stop.strip()) >= 2, f"the model's answer is too short to take a stop string from: {whole!r}"
+    comp = backend.generate(_chats(1), max_new_tokens=40, stop=[stop])[0]
+    assert comp.finish_reason == "stop" and stop not in comp.text
+    assert comp.text == whole[: whole.index(stop)].strip()
 
 
 def test_cache_reuse_with_batched_decoding_is_the_default(smoke_model):

@@ -196,6 +196,16 @@ def test_key_figures_equal_the_committed_reference(chain):
     assert_key_figures_equal_reference(chain, "alfworld")
 
 
+def test_one_step_fewer_in_stage_01_fails_the_reference(chain):
+    """The reference stays sensitive: stage 01 played with `max_steps` 14 instead of 15 gives other figures."""
+    from ragdistill.regression import differences, key_figures, reference
+
+    expected = reference("alfworld")["01_failures"]
+    assert differences(key_figures(chain)["01_failures"], expected) == []  # the chain's own stage 01 agrees
+    shorter = run_chain("smoke", run="chain-14", only=["01_failure_collection"], extra={"max_steps": 14})
+    assert differences(key_figures(shorter)["01_failures"], expected)
+
+
 def test_a_rerun_of_a_finished_run_skips_every_stage(chain):
     before = {p: p.stat().st_mtime for p in chain.glob("*/metrics.json")}
     run_chain("smoke", run="chain")

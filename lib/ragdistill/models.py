@@ -42,11 +42,11 @@ def wants_4bit(cuda: bool, forced: bool | None) -> bool:
     return cuda if forced is None else forced
 
 
-def compute_dtype(cuda: bool, bf16: bool | None = None) -> torch.dtype:
+def compute_dtype(cuda: bool, bf16: bool | None = None, cpu: str = "float32") -> torch.dtype:
     """The dtype of 4-bit compute and of unquantized weights: bf16 on a GPU that has it, else fp16 on a GPU;
-    on CPU float32 for plain weights (bf16 for 4-bit compute, see bnb_config)."""
+    on CPU the profile's `cpu_dtype` for plain weights (float32; bf16 for 4-bit compute, see bnb_config)."""
     if not cuda:
-        return torch.float32
+        return getattr(torch, cpu)
     return torch.bfloat16 if (native_bf16(cuda) if bf16 is None else bf16) else torch.float16
 
 
@@ -63,12 +63,13 @@ def bnb_config(dtype: torch.dtype | None = None, *, cuda: bool | None = None):
     )
 
 
-def loading_kwargs(cuda: bool, use_4bit: bool, gpu: int = 0, compute_dtype_on_cpu: bool = False) -> dict:
+def loading_kwargs(cuda: bool, use_4bit: bool, gpu: int = 0, compute_dtype_on_cpu: bool = False,
+                   cpu_dtype: str = "float32") -> dict:
     """`from_pretrained` arguments for the device: 4-bit NF4 on one device (`gpu`, or the CPU), the weights that stay
     unquantized (embeddings, lm_head, norms) in the compute dtype on a GPU (on CPU too with `compute_dtype_on_cpu`,
-    as training does); without 4-bit, the whole model in the device's dtype."""
+    as training does); without 4-bit, the whole model in the device's dtype (on CPU the profile's `cpu_dtype`)."""
     if not use_4bit:
-        return {"dtype": compute_dtype(cuda)}
+        return {"dtype": compute_dtype(cuda, cpu=cpu_dtype)}
     quantization = bnb_config(cuda=cuda)
     kwargs = {"quantization_config": quantization, "device_map": {"": gpu} if cuda else {"": "cpu"}}
     if cuda or compute_dtype_on_cpu:
@@ -100,7 +101,7 @@ def load_model(
     path = base_checkpoint(prof) if untrained else model_path(prof, env)
     cuda = torch.cuda.is_available() and device != "cpu"
     use_4bit = wants_4bit(cuda, load_4bit)
-    kwargs = loading_kwargs(cuda, use_4bit)
+    kwargs = loading_kwargs(cuda, use_4bit, cpu_dtype=prof.cpu_dtype)
     tokenizer = AutoTokenizer.from_pretrained(path)
     tokenizer.padding_side = "left"  # batched generation appends on the right
     if tokenizer.pad_token is None:
@@ -150,13 +151,13 @@ def attach_adapters(model: torch.nn.Module, adapters: dict[str, str]):
 
 def foldable(model: torch.nn.Module, adapter: str) -> bool:
     """Whether LoRA adapter `adapter` of a PEFT model can be folded into its base weights for a while
-    (`folded_adapter`): every layer it adapts is a plain LoRA layer over float32 weights (not 4-bit, not bf16,
-    where folding would round the sum)."""
+    (`folded_adapter`): every layer it adapts is a plain LoRA layer over float32 or float64 weights (not 4-bit, not
+    bf16, where folding would round the sum)."""
     from peft.tuners.lora import LoraLayer
 
     layers = [m for m in model.modules() if isinstance(m, LoraLayer) and adapter in m.lora_A]
     return bool(layers) and all(
-        m.get_base_layer().weight.dtype == torch.float32 and not m.use_dora.get(adapter, False) for m in layers
+        m.get_base_layer().weight.dtype in (torch.float32, torch.float64) and not m.use_dora.get(adapter, False) for m in layers
     )
 
 

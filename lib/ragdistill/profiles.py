@@ -25,6 +25,7 @@ class Profile:
     rollout_lanes: int = 1  # threads a batch's rows are split over in process (TransformersBackend `lanes`)
     concurrency: int = 8  # on a server, episodes step on their own, this many requests in flight
     vllm_model: str = ""  # what `vllm serve` loads for this profile ("": the profile's own model)
+    cpu_dtype: str = "float32"  # the dtype of unquantized weights on a CPU (smoke: float64, see smoke.py)
 
 
 # One reviewable recipe file per profile, in this order: lib/ragdistill/recipes/<name>.yaml.

@@ -1,10 +1,11 @@
 """Key figures of a finished run, compared with committed reference values (the smoke chain's regression test).
 
-The reference names the smoke model it was made with (the hash of its weights): the figures are exact only
-for that model. The smoke model is built with portable numerics (numerics.py), so every x86-64 machine
-builds the same weights and the same figures follow; a different hash means the smoke model itself changed.
-`python -m ragdistill.regression --update` reruns the smoke chain on each benchmark and rewrites its reference,
-printing what changed, so a change of results is always a deliberate, reviewed commit (`make reference`).
+The reference names the smoke model it was made with by its behaviour (numerics.behaviour: its greedy answers to a
+fixed probe set), not by its bytes: the smoke model is built and played in float64, so every machine builds weights
+whose last bits differ and whose decisions do not, and the same counts follow. A different behaviour means the
+smoke model itself changed. `python -m ragdistill.regression --update` reruns the smoke chain on each benchmark and
+rewrites its reference, printing what changed, so a change of results is always a deliberate, reviewed commit
+(`make reference`); `--check` reruns them and says what differs from the reference.
 """
 
 from __future__ import annotations
@@ -40,10 +41,10 @@ def key_figures(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     figures: dict = {}
     if (run_dir / "00_tour" / "metrics.json").is_file():
-        from .numerics import weights_hash
+        from .numerics import behaviour
 
         model = json.loads((run_dir / "00_tour" / "metrics.json").read_text())["model"]
-        figures["model"] = {"profile": model["profile"], "weights": weights_hash(model["path"])}
+        figures["model"] = {"profile": model["profile"], "behaviour": behaviour(model["path"])["id"]}
     if (run_dir / "01_failures" / "episodes.jsonl").is_file():
         figures["01_failures"] = _episodes(run_dir / "01_failures" / "episodes.jsonl")
     if (run_dir / "02_hints" / "metrics.json").is_file():
@@ -82,43 +83,57 @@ def differences(measured: dict, reference: dict, prefix: str = "") -> list[str]:
     return out
 
 
-def update(run_dir: Path | None = None, env: str = "alfworld") -> list[str]:
-    """Run the smoke chain on `env` (or take a finished run of it) and rewrite its reference; returns what changed."""
+def smoke_run(env: str) -> Path:
+    """The smoke chain on `env`, run into RAGDISTILL_OUTPUTS (a new temporary folder when unset)."""
     from .pipeline import run_chain
 
-    from .numerics import applies, is_portable
+    os.environ.setdefault("RAGDISTILL_OUTPUTS", tempfile.mkdtemp(prefix="ragdistill-reference-"))
+    return run_chain("smoke", run=f"reference-{env}", env=env)
 
-    if applies() and not is_portable():
-        raise RuntimeError("The reference must be made with portable numerics: run `make reference`, which sets "
-                           "them (or export the variables of ragdistill.numerics.PORTABLE_ENV before starting Python).")
-    if run_dir is None:
-        os.environ.setdefault("RAGDISTILL_OUTPUTS", tempfile.mkdtemp(prefix="ragdistill-reference-"))
-        run_dir = run_chain("smoke", run=f"reference-{env}", env=env)
-    figures = key_figures(run_dir)
+
+def reference(env: str) -> dict:
+    """The committed reference figures of `env` ({} when there are none)."""
+    return json.loads(REFERENCE.read_text()).get(env, {}) if REFERENCE.is_file() else {}
+
+
+def update(run_dir: Path | None = None, env: str = "alfworld") -> list[str]:
+    """Run the smoke chain on `env` (or take a finished run of it) and rewrite its reference; returns what changed."""
+    figures = key_figures(run_dir or smoke_run(env))
     everything = json.loads(REFERENCE.read_text()) if REFERENCE.is_file() else {}
     changed = differences(figures, everything.get(env, {}))
     atomic_write_json(REFERENCE, {**everything, env: figures})
     return changed
 
 
+def check(run_dir: Path | None = None, env: str = "alfworld") -> list[str]:
+    """Run the smoke chain on `env` (or take a finished run of it); every figure that differs from the reference."""
+    return differences(key_figures(run_dir or smoke_run(env)), reference(env))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--update", action="store_true", help="rerun the smoke chain and rewrite the reference")
+    parser.add_argument("--check", action="store_true", help="rerun the smoke chain and compare it with the reference "
+                                                             "(exit 1 when a figure differs)")
     parser.add_argument("--env", choices=ENVS, action="append",
                         help="the benchmark whose reference to remake (default: every one)")
     parser.add_argument("--run-dir", type=Path, help="take the figures of this finished smoke run instead (one --env)")
     args = parser.parse_args(argv)
-    if not args.update:
+    if args.update and args.check:
+        parser.error("--update or --check, not both")
+    if not (args.update or args.check):
         parser.print_help()
         return 0
     envs = args.env or list(ENVS)
     if args.run_dir and len(envs) != 1:
         parser.error("--run-dir needs exactly one --env")
+    failed = False
     for env in envs:
-        changed = update(args.run_dir, env)
+        changed = (update if args.update else check)(args.run_dir, env)
         print(f"reference: {REFERENCE} ({env})")
-        print("\n".join(changed) if changed else "no figure changed")
-    return 0
+        print("\n".join(changed) if changed else "no figure changed" if args.update else "every figure as in the reference")
+        failed |= args.check and bool(changed)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The `smoke` model: a tokenizer and a tiny Qwen2 trained offline on walkthroughs, deterministic for a seed."""
+"""The `smoke` model: a tokenizer and a tiny Qwen2 trained offline on walkthroughs, in float64, deterministic for a
+seed: the same decisions on any processor (numerics.py)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 class SmokeSpec:
     """Everything that determines the smoke model; its hash names the cache folder."""
 
-    version: int = 10
+    version: int = 11
     seed: int = 0
     games_per_type: int = 6  # ALFWorld demonstrations, from the reserved slice of train
     webshop_goals: int = 60  # WebShop demonstrations, from the reserved products of train
@@ -43,7 +44,6 @@ class SmokeSpec:
     train_steps: int = 400
     batch_tokens: int = 8192  # tokens per optimizer step, padding included
     lr: float = 3e-3
-    threads: int = 1  # fixed, not the machine's count; one, so that the other core runs the tests meanwhile
     variants: int = 1
     # ALFWorld: loss on every token, not just actions: this is pretraining, and reading the observations is
     # what teaches a tiny model to copy names from them into its actions. WebShop: on the answers only (its
@@ -242,37 +242,19 @@ def smoke_dest(spec: SmokeSpec) -> Path:
     return cache_dir() / "models" / f"smoke-{spec.key()}"
 
 
-def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, verbose: bool = True) -> Path:
-    """Build (once) and return the folder of the smoke model for `spec`.
-
-    The build always runs with portable numerics (numerics.py): in this process when it has them, else in
-    a child process that does, so the weights are the same whoever asks for them on whatever x86-64 machine.
-    """
-    from .numerics import applies, is_portable
-
+def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, verbose: bool = True,
+                      threads: int = 1) -> Path:
+    """Build (once) and return the folder of the smoke model for `spec`, training on `threads` CPU threads (one by
+    default, so that the other cores run the tests meanwhile; the count changes the floats' last bits, not the
+    model's decisions)."""
     dest = Path(dest or smoke_dest(spec))
     if (dest / "config.json").is_file():
         return dest
-    if applies() and not is_portable():
-        return _build_in_child(spec, dest, verbose)
     with build_lock(dest):
-        return dest if (dest / "config.json").is_file() else _build(spec, dest, verbose)
+        return dest if (dest / "config.json").is_file() else _build(spec, dest, verbose, threads)
 
 
-def _build_in_child(spec: SmokeSpec, dest: Path, verbose: bool) -> Path:
-    import subprocess
-    import sys
-
-    from .numerics import portable_env
-
-    cmd = [sys.executable, "-m", "ragdistill.smoke", "--spec", json.dumps(asdict(spec)), "--dest", str(dest)]
-    result = subprocess.run(cmd, env=portable_env(), capture_output=not verbose, text=True)
-    if result.returncode != 0 or not (dest / "config.json").is_file():
-        raise RuntimeError(f"building the smoke model failed (exit {result.returncode}): {result.stderr or ''}"[-4000:])
-    return dest
-
-
-def _build(spec: SmokeSpec, dest: Path, verbose: bool) -> Path:
+def _build(spec: SmokeSpec, dest: Path, verbose: bool, threads: int = 1) -> Path:
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     start = time.perf_counter()
@@ -298,14 +280,15 @@ def _build(spec: SmokeSpec, dest: Path, verbose: bool) -> Path:
         eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
         pad_token_id=tok.pad_token_id,
     )
-    model = Qwen2ForCausalLM(config)
+    # float64 from the first draw of the initial weights: see numerics.py.
+    model = Qwen2ForCausalLM._from_config(config, dtype=torch.float64)
     examples = [_encode(tok, chat, spec.assistant_only or "WebShop" in chat[0]["content"]) for chat in chats]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(spec.threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
     try:
         losses = _train(model, examples, spec)
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
     model.generation_config.eos_token_id = config.eos_token_id
     model.generation_config.pad_token_id = tok.pad_token_id
 
@@ -313,6 +296,8 @@ def _build(spec: SmokeSpec, dest: Path, verbose: bool) -> Path:
     info = {
         "spec": asdict(spec),
         "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "threads": threads,
         "train_games": sorted({r["game_id"] for r in records}),
         "demonstrations": {"alfworld": sum(r.get("env") != "webshop" for r in records),
                            "webshop": sum(r.get("env") == "webshop" for r in records),
@@ -335,12 +320,13 @@ def _build(spec: SmokeSpec, dest: Path, verbose: bool) -> Path:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(description="Build the smoke model (with portable numerics).")
+    parser = argparse.ArgumentParser(description="Build the smoke model.")
     parser.add_argument("--spec", default="{}", help="SmokeSpec fields as JSON (default: the default spec)")
     parser.add_argument("--dest", default=None, help="folder to build into (default: the cache)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for the training (default: 1)")
     args = parser.parse_args(argv)
     spec = SmokeSpec(**json.loads(args.spec))
-    print(build_smoke_model(spec, Path(args.dest) if args.dest else None))
+    print(build_smoke_model(spec, Path(args.dest) if args.dest else None, threads=args.threads))
     return 0
 
 

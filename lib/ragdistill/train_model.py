@@ -21,7 +21,8 @@ def load_base(cfg: StudentConfig):
     from .models import loading_kwargs
 
     # The weights that stay unquantized (embeddings, lm_head, norms) in the 4-bit compute dtype, on CPU too.
-    kwargs = loading_kwargs(cfg.cuda, cfg.use_4bit, gpu=int(os.environ.get("LOCAL_RANK", "0")), compute_dtype_on_cpu=True)
+    kwargs = loading_kwargs(cfg.cuda, cfg.use_4bit, gpu=int(os.environ.get("LOCAL_RANK", "0")), compute_dtype_on_cpu=True,
+                            cpu_dtype=get_profile(cfg.profile).cpu_dtype)
     model = AutoModelForCausalLM.from_pretrained(model_path(get_profile(cfg.profile), cfg.env), **kwargs)
     model.config.use_cache = False  # the cache is useless in training and clashes with checkpointing
     if cfg.use_4bit:
