@@ -64,6 +64,7 @@ class StageStatus:
         self.interval = interval
         self.start = time.time()
         self.bars: dict[str, dict] = {}
+        self._timed: set[str] = set()  # bars whose line with a time left a log has shown
         self.cell = "starting the kernel"
         self.cell_number = 0
         self._offset = 0
@@ -121,14 +122,17 @@ class StageStatus:
             event = json.loads(text)
             with self._lock:
                 new = event["bar"] not in self.bars
+                timed = event["left"] is not None and event["bar"] not in self._timed
+                if timed:
+                    self._timed.add(event["bar"])
                 if event["closed"]:
                     self.bars.pop(event["bar"], None)
                 else:
                     self.bars[event["bar"]] = event
             if event["closed"] and (event["elapsed"] >= 1.0 or not self.tty):  # a blink is no news on a terminal
                 self._say(describe_done(event))
-            elif not event["closed"] and new and not self.tty:
-                self._say(self._line(time.time()))
+            elif not event["closed"] and (new or timed) and not self.tty:  # a log learns the estimate at once
+                self._say(f"{self.label}  {describe_bar(event, time.time())}")
 
     def _line(self, now: float) -> str:
         with self._lock:
@@ -137,7 +141,8 @@ class StageStatus:
 
     def _say(self, text: str) -> None:
         """A line that stays (a log line; on a terminal, above the redrawn one)."""
-        line = text if text.startswith("[") else f"[{format_seconds(time.time() - self.start)}] {self.label}  {text}"
+        line = text if text.startswith(("[", self.label)) else f"{self.label}  {text}"
+        line = line if line.startswith("[") else f"[{format_seconds(time.time() - self.start)}] {line}"
         with self._lock:
             if self.tty and self._drawn:
                 self.out.write("\r\x1b[K")

@@ -12,6 +12,7 @@ from typing import TextIO
 
 from .io import atomic_write_json
 from .paths import PROJECT_ROOT, new_run_name, outputs_dir
+from .progress import format_seconds
 from .profiles import RECIPES, UnknownProfileError, default_profile, get_profile
 
 # notebook file stem -> the stage folder it writes (each stage reads earlier folders and writes only its own)
@@ -165,17 +166,37 @@ def run_chain(profile: str, run: str | None = None, extra: dict | None = None, o
         if stage_done(run_dir, nb):
             print(f"[{name}] {nb.name}: done already, skipped")
             continue
-        print(f"[{name}] {nb.name} ...", flush=True)
+        print(f"[{name}] {nb.name}", flush=True)
         start = time.perf_counter()
         declared = declared_parameters(nb)
         params = {"profile": profile, "env": env, "run": name, **CHAIN_PARAMS.get(profile, {}).get(nb.stem, {}),
                   **{k: v for k, v in settings.items() if k in declared}, **(extra or {})}
         execute(nb, run_dir, params)
         timings[STAGES[nb.stem]] = round(time.perf_counter() - start, 1)
-        print(f"[{name}] {nb.name}: {timings[STAGES[nb.stem]]:.0f}s", flush=True)
+        print(f"[{name}] {nb.name}: done in {format_seconds(timings[STAGES[nb.stem]])}", flush=True)
         atomic_write_json(status_file, {"profile": profile, "env": env, "run": name, "seconds": timings})
-    print(f"run folder: {run_dir}")
+    print_summary(run_dir, timings)
     return run_dir
+
+
+def print_summary(run_dir: Path, timings: dict[str, float]) -> None:
+    """The end of a run in the terminal: the result table, the stage times, and where the report is."""
+    from .report import result_text, write_report
+
+    report = write_report(run_dir)
+    result = result_text(run_dir)
+    print()
+    if result:
+        print(result)
+        print()
+    if timings:
+        print("time per stage: " + ", ".join(f"{stage} {format_seconds(s)}" for stage, s in timings.items())
+              + f" (total {format_seconds(sum(timings.values()))})")
+    print(f"report (every stage's tables and figures, opens in any browser): {report.html}")
+    if report.figures:
+        print(f"figures ({len(report.figures)} PNG files): {report.figures[0].parent}")
+    print(f"metrics: {report.metrics}")
+    print(f"run folder: {run_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:
