@@ -36,7 +36,8 @@ from .train_data import (
     read_examples,
     skip_reason,
 )
-from .train_model import checkpointing_args, headless_progress, load_base, lora_config, mean_loss, sft_config
+from .train_model import checkpointing_args, load_base, lora_config, mean_loss, sft_config
+from .train_progress import headless_progress
 from .train_oom import GpuOutOfMemory, guard_oom, oom_message
 
 # What the notebook, the tests and scripts import from the stage module.
