@@ -252,6 +252,7 @@ def test_no_false_alarm_in_the_terminal_or_the_notebooks(chain_terminal):
     FutureWarning appear nowhere, and no executed notebook holds a stderr block."""
     run_dir, text = chain_terminal
     assert not [alarm for alarm in FALSE_ALARMS if alarm in text], text[:3000]
+    assert not re.findall(r".*\w+Warning: .*", text)  # nor any other Python warning, ours (the report's) included
     for notebook, nb in _executed_notebooks(run_dir).items():
         outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
         shown = json.dumps(outputs)

@@ -32,7 +32,7 @@ def _stages() -> dict[str, str]:
 def result_text(run_dir: Path) -> str:
     """The paper-shaped table of stage 06 (conditions, success with its 95% interval, tokens per episode) and the
     paired tests, as text; empty when stage 06 has not written its metrics."""
-    from .evaluation import paired_table
+    from .evaluation import CONDITIONS, LABELS, PAIRED_TESTS, paired_table
 
     path = run_dir / "06_eval" / "metrics.json"
     if not path.is_file():
@@ -43,12 +43,14 @@ def result_text(run_dir: Path) -> str:
                  f"agents ({', '.join(metrics['agents'])}), {metrics['episodes']} episodes"]
         if "intervals" in metrics:
             table = pd.DataFrame.from_dict(metrics["intervals"], orient="index")
+            table = table.reindex([LABELS[c] for c in CONDITIONS if LABELS[c] in table.index])  # the paper's order
             keep = [c for c in ("episodes", "wins", "success %", "95% CI", "score", "tokens/episode", "mean steps")
                     if c in table.columns and (c != "score" or metrics["env"] == "webshop")]
             parts.append(table[keep].to_string())
         if metrics.get("paired"):
             parts.append("Paired tests (same games and agents; McNemar's exact test on the pairs only one side won):")
-            parts.append(paired_table(metrics["paired"]).to_string())
+            order = [f"{a} vs {b}" for a, b in PAIRED_TESTS if f"{a} vs {b}" in metrics["paired"]]
+            parts.append(paired_table({name: metrics["paired"][name] for name in order}).to_string())
         for condition, reason in (metrics.get("conditions_skipped") or {}).items():
             parts.append(f"{condition}: not played, {reason}")
     return "\n".join(parts)
@@ -95,7 +97,10 @@ def combined_notebook(run_dir: Path):
     for stage, path in executed:
         nb = nbformat.read(path, as_version=4)
         combined.cells.append(nbformat.v4.new_markdown_cell(f'<a id="{stage}"></a>\n\n---\n\n*{path.name}*'))
-        combined.cells.extend(nb.cells)
+        for cell in nb.cells:  # each notebook numbers its cells from cell-00: unique again with the stage in front
+            if "id" in cell:
+                cell.id = f"{stage}-{cell.id}"
+            combined.cells.append(cell)
         combined.metadata.setdefault("kernelspec", nb.metadata.get("kernelspec", {}))
         combined.metadata.setdefault("language_info", nb.metadata.get("language_info", {}))
     return combined
