@@ -1,6 +1,11 @@
-"""The notebook chain on the smoke profile, executed once with papermill, then checked stage by stage."""
+"""The notebook chain on the smoke profile, executed once as `make run` executes it (a headless pipeline process),
+then checked stage by stage, and for what its terminal showed and what a reader opens afterwards."""
 
 import json
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +19,21 @@ SMOKE = CHAIN_PARAMS["smoke"]
 
 
 @pytest.fixture(scope="module")
-def chain(alfworld_root, smoke_model, module_outputs):
-    """outputs/runs/chain/ after running every stage in order (the sizes `make run` uses on smoke)."""
-    return run_chain("smoke", run="chain")
+def chain_terminal(alfworld_root, smoke_model, module_outputs):
+    """outputs/runs/chain/ after `python -m ragdistill.pipeline --profile smoke` ran every stage in order (the sizes
+    `make run` uses on smoke), and what it printed: stdout and stderr together, as a terminal shows them (the
+    kernels' own stderr included)."""
+    proc = subprocess.run([sys.executable, "-m", "ragdistill.pipeline", "--profile", "smoke", "--run", "chain"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
+    (module_outputs / "terminal.txt").write_text(proc.stdout)  # to read when a test below fails
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    return module_outputs / "runs" / "chain", proc.stdout
+
+
+@pytest.fixture(scope="module")
+def chain(chain_terminal):
+    """outputs/runs/chain/ of the smoke chain run."""
+    return chain_terminal[0]
 
 
 def _bank_texts(run_dir) -> dict[str, set[str]]:
@@ -210,3 +227,109 @@ def test_a_rerun_of_a_finished_run_skips_every_stage(chain):
     before = {p: p.stat().st_mtime for p in chain.glob("*/metrics.json")}
     run_chain("smoke", run="chain")
     assert {p: p.stat().st_mtime for p in chain.glob("*/metrics.json")} == before
+
+
+# What a newcomer reads while and after `make run` runs.
+FALSE_ALARMS = ("running over TCP without encryption", "gemm_4bit_forward", "kernels-community",
+                "is_gradient_checkpointing")
+EPISODE_STAGES = {"01_failure_collection", "03_teacher_generation", "06_evaluation"}
+
+
+def _executed_notebooks(run_dir):
+    from ragdistill.pipeline import STAGES
+
+    return {nb: json.loads((run_dir / stage / f"{nb}.ipynb").read_text()) for nb, stage in STAGES.items()}
+
+
+def test_the_terminal_shows_each_stage_s_progress_and_time(chain_terminal):
+    """Every stage has its status lines while it runs (cells, bars); the stages that play episodes show their bar
+    with the condition, episodes done of all, and the time left; each stage ends with its time."""
+    from ragdistill.pipeline import STAGES
+
+    _, text = chain_terminal
+    for notebook in STAGES:
+        status = [line for line in text.splitlines() if re.match(rf"\[\d+:\d\d\] {notebook}  ", line)]
+        assert any(" cell " in line for line in status), notebook
+        assert re.search(rf"^\[chain\] {notebook}.ipynb: done in \d+:\d\d$", text, re.M), notebook
+        if notebook in EPISODE_STAGES:
+            timed = [line for line in status
+                     if re.search(r"(base|hints|sft|distilled): \d+/\d+ episodes \|.*\| +\d+%.* \d+:\d\d left$", line)]
+            assert timed, f"{notebook}: no episode bar with the time left"
+
+
+def test_no_false_alarm_in_the_terminal_or_the_notebooks(chain_terminal):
+    """The kernel transport warning, bitsandbytes' missing-kernels message and the is_gradient_checkpointing
+    FutureWarning appear nowhere, and no executed notebook holds a stderr block."""
+    run_dir, text = chain_terminal
+    assert not [alarm for alarm in FALSE_ALARMS if alarm in text], text[:3000]
+    assert not re.findall(r".*\w+Warning: .*", text)  # nor any other Python warning, ours (the report's) included
+    for notebook, nb in _executed_notebooks(run_dir).items():
+        outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+        shown = json.dumps(outputs)
+        assert not [alarm for alarm in FALSE_ALARMS if alarm in shown], notebook
+        stderr = [o for o in outputs if o["output_type"] == "stream" and o["name"] == "stderr"]
+        assert not stderr, f"{notebook}: {''.join(stderr[0]['text'])[:500]}"
+
+
+def test_the_end_of_the_run_prints_the_result_table_and_the_report_s_path(chain_terminal):
+    run_dir, text = chain_terminal
+    metrics = json.loads((run_dir / "06_eval" / "metrics.json").read_text())
+    end = text[text.index("[chain] 06_evaluation.ipynb: done in"):]
+    from ragdistill.evaluation import LABELS
+
+    for condition in metrics["conditions_played"]:
+        row = next(line for line in end.splitlines() if line.startswith(LABELS[condition] + " "))
+        figures = metrics["intervals"][LABELS[condition]]
+        assert f"{figures['wins']}" in row and figures["95% CI"] in row and str(figures["tokens/episode"]) in row
+    assert "95% CI" in end and "tokens/episode" in end and "McNemar p" in end
+    for test in metrics["paired"]:
+        a, b = test.split(" vs ")
+        assert f"{LABELS[a]} vs {LABELS[b]}" in end
+    assert f"report (every stage's tables and figures, opens in any browser): {run_dir / 'report.html'}" in end
+    assert f"figures (" in end and f"metrics: {run_dir / 'metrics.json'}" in end
+    assert json.loads((run_dir / "metrics.json").read_text())["stages"]["06_eval"] == metrics
+
+
+def test_the_html_report_holds_every_stage_s_tables_and_figures(chain):
+    """report.html needs no Jupyter: each executed notebook's HTML tables and PNG figures are in it, in stage order,
+    and each figure is also a PNG file of its own."""
+    import base64
+
+    html = (chain / "report.html").read_text()
+    position = 0
+    pngs = 0
+    for notebook, nb in _executed_notebooks(chain).items():
+        outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+        start = html.index(f'id="{notebook_stage(notebook)}"', position)
+        for o in outputs:
+            data = o.get("data", {})
+            if "image/png" in data:
+                png = "".join(data["image/png"]).replace("\n", "")
+                assert html.index(png, start) > start, notebook
+                pngs += 1
+            table = "".join(data.get("text/html", ""))
+            if "<table" in table:  # the report re-serializes the HTML: compared without the line breaks
+                table = table[table.index("<table"):table.index("</table>") + len("</table>")]
+                assert _joined(table) in _joined(html[start:]), notebook
+        position = start
+    figures = sorted((chain / "figures").glob("*.png"))
+    assert len(figures) == pngs > 0
+    assert all(base64.b64encode(f.read_bytes()).decode() in html for f in figures)
+
+
+def _joined(html: str) -> str:
+    return re.sub(r"\s*\n\s*", "", html)
+
+
+def notebook_stage(notebook: str) -> str:
+    from ragdistill.pipeline import STAGES
+
+    return STAGES[notebook]
+
+
+def test_no_executed_notebook_holds_a_widget(chain):
+    """Headless bars leave text, not widgets frozen as first drawn."""
+    for notebook, nb in _executed_notebooks(chain).items():
+        outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"]]
+        assert not [o for o in outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})], notebook
+        assert "widgets" not in nb["metadata"], notebook

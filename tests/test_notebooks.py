@@ -95,19 +95,41 @@ def test_parameters_cells_name_every_field_of_their_config():
         assert declared_parameters(nb) == fields, nb.name
 
 
-def test_progress_bars_are_text_lines_in_headless_runs():
-    """pipeline.execute sets TEXT_PROGRESS for the kernels papermill starts; elsewhere tqdm.auto decides (widgets in
-    JupyterLab, with ipywidgets installed)."""
+def test_progress_bars_are_headless_in_the_chain_and_widgets_elsewhere():
+    """pipeline.execute sets TEXT_PROGRESS for the kernels papermill starts: the project's bars and the libraries' own
+    (tqdm.auto) are headless there; elsewhere tqdm.auto decides (widgets in JupyterLab, with ipywidgets installed)."""
     import os
     import subprocess
     import sys
 
-    code = "import tqdm.std, tqdm.auto, ragdistill.progress as p; print(p.tqdm is tqdm.std.tqdm, p.tqdm is tqdm.auto.tqdm)"
+    code = ("import tqdm.auto, ragdistill.progress as p; "
+            "print(p.tqdm is p.HeadlessBar, tqdm.auto.tqdm is p.HeadlessBar, p.tqdm is tqdm.auto.tqdm)")
     env = {k: v for k, v in os.environ.items() if k != "RAGDISTILL_TEXT_PROGRESS"}
     plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     headless = subprocess.run([sys.executable, "-c", code], env={**env, "RAGDISTILL_TEXT_PROGRESS": "1"},
                               capture_output=True, text=True, check=True)
-    assert headless.stdout.split() == ["True", "False"] and plain.stdout.split()[1] == "True"
+    assert headless.stdout.split() == ["True", "True", "True"] and plain.stdout.split() == ["False", "False", "True"]
+
+
+def test_a_headless_bar_leaves_one_line_and_reports_its_state(tmp_path):
+    """While it runs a headless bar draws nothing; it reports to the progress file (with the time left once it has
+    a rate) and, when it ends, prints its final line to stdout: one line in the executed notebook."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    events = tmp_path / "events.jsonl"
+    code = ("import time\nfrom ragdistill.progress import tqdm\n"
+            "for _ in tqdm(range(4), desc='base', unit='episodes', mininterval=0):\n    time.sleep(0.6)\n")
+    run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "RAGDISTILL_TEXT_PROGRESS": str(events)},
+                         capture_output=True, text=True, check=True)
+    assert run.stderr == "" and len(run.stdout.splitlines()) == 1
+    assert run.stdout.startswith("base: 100%|") and "4/4" in run.stdout
+    reported = [json.loads(line) for line in events.read_text().splitlines()]
+    assert reported[0]["n"] == 0 and reported[-1]["closed"] and reported[-1]["n"] == 4
+    assert {e["desc"] for e in reported} == {"base"} and {e["unit"] for e in reported} == {"episodes"}
+    assert any(e["left"] is not None and e["left"] > 0 for e in reported[:-1])
 
 
 STAGE_NOTEBOOKS = [nb for nb in NOTEBOOKS if nb.stem[:2] in {"01", "02", "03", "04", "05", "06"}]

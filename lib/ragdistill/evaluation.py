@@ -80,6 +80,20 @@ def paired_tests(df: pd.DataFrame) -> dict[str, dict]:
     return {name: test for name, test in tests.items() if test is not None}
 
 
+def paired_table(tests: dict[str, dict]) -> pd.DataFrame:
+    """`paired_tests` as a table: one row per comparison "a vs b" (a first), its pairs, wins, the discordant pairs
+    and McNemar's exact p."""
+    rows = {}
+    for name, test in tests.items():
+        a, b = name.split(" vs ")
+        rows[f"{LABELS[a]} vs {LABELS[b]}"] = {
+            "pairs": test["pairs"], "wins (first)": test[f"{a}_wins"], "wins (second)": test[f"{b}_wins"],
+            "only first": test[f"only_{a}"], "only second": test[f"only_{b}"], "McNemar p": test["mcnemar_p"],
+        }
+    columns = ["pairs", "wins (first)", "wins (second)", "only first", "only second", "McNemar p"]
+    return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+
+
 def token_reduction(df: pd.DataFrame, student: str = "distilled", teacher: str = "hints") -> float | None:
     """How many fewer tokens per episode the student uses than the teacher, in % (input + output, summed)."""
     s, t = df[df.condition == student].tokens.mean(), df[df.condition == teacher].tokens.mean()

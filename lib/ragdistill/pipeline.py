@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 from .io import atomic_write_json
 from .paths import PROJECT_ROOT, new_run_name, outputs_dir
+from .progress import format_seconds
 from .profiles import RECIPES, UnknownProfileError, default_profile, get_profile
 
 # notebook file stem -> the stage folder it writes (each stage reads earlier folders and writes only its own)
@@ -52,35 +55,62 @@ def notebooks(root: Path = PROJECT_ROOT / "notebooks") -> list[Path]:
     return [p for p in sorted(root.glob("[0-9][0-9]_*.ipynb")) if p.stem in STAGES]
 
 
-def execute(notebook: Path, run_dir: Path, parameters: dict, log_output: bool = False) -> Path:
-    """Execute one notebook into its stage folder; the executed copy sits beside the stage's artifacts."""
-    import os
+def kernel_config():
+    """The local kernels' settings: IPC sockets (files only this user can open) where the OS has them, so no
+    traffic goes over TCP, unencrypted, and the kernel has nothing to warn about; TCP on loopback elsewhere."""
+    from traitlets.config import Config
 
+    config = Config()
+    if os.name == "posix":
+        config.KernelManager.transport = "ipc"
+    return config
+
+
+def code_cells(notebook: Path) -> int:
+    """How many code cells a run of the notebook executes (papermill adds one with the injected parameters)."""
+    cells = json.loads(notebook.read_text())["cells"]
+    return sum(c["cell_type"] == "code" and bool("".join(c["source"]).strip()) for c in cells) + 1
+
+
+def execute(notebook: Path, run_dir: Path, parameters: dict, log_output: bool = False, out: TextIO | None = None) -> Path:
+    """Execute one notebook into its stage folder; the executed copy sits beside the stage's artifacts. The stage's
+    progress (cells, bars, time left) is drawn on `out` (stdout) while it runs."""
     import papermill as pm
 
+    from .live import StageStatus
     from .progress import TEXT_PROGRESS
 
     stage_dir = run_dir / STAGES[notebook.stem]
     stage_dir.mkdir(parents=True, exist_ok=True)
-    out = stage_dir / notebook.name
+    output = stage_dir / notebook.name
+    events = run_dir / ".progress" / f"{STAGES[notebook.stem]}.jsonl"
     before = os.environ.get(TEXT_PROGRESS)
-    os.environ[TEXT_PROGRESS] = "1"  # the kernel inherits it: text progress lines, not widgets no one sees
+    # The kernel inherits it: its bars report to `events` and leave one line in the notebook, not a widget no one sees.
+    os.environ[TEXT_PROGRESS] = str(events)
     try:
-        pm.execute_notebook(
-            str(notebook),
-            str(out),
-            parameters=parameters,
-            kernel_name=kernel_name(),
-            cwd=str(notebook.parent),
-            log_output=log_output,
-            progress_bar=False,
-        )
+        with StageStatus(notebook.stem, events, code_cells(notebook), out=out) as status:
+            pm.execute_notebook(
+                str(notebook),
+                str(output),
+                parameters=parameters,
+                kernel_name=kernel_name(),
+                cwd=str(notebook.parent),
+                log_output=log_output,
+                progress_bar=False,
+                config=kernel_config(),
+                # Headless bars everywhere, before any library makes its own (transformers', datasets').
+                extra_arguments=["--IPKernelApp.exec_lines=import ragdistill.progress"],
+                on_cell_start=status.cell_started,
+            )
     finally:
         if before is None:
             os.environ.pop(TEXT_PROGRESS, None)
         else:
             os.environ[TEXT_PROGRESS] = before
-    return out
+        events.unlink(missing_ok=True)
+        if events.parent.is_dir() and not any(events.parent.iterdir()):
+            events.parent.rmdir()
+    return output
 
 
 def declared_parameters(notebook: Path) -> set[str]:
@@ -136,17 +166,37 @@ def run_chain(profile: str, run: str | None = None, extra: dict | None = None, o
         if stage_done(run_dir, nb):
             print(f"[{name}] {nb.name}: done already, skipped")
             continue
-        print(f"[{name}] {nb.name} ...", flush=True)
+        print(f"[{name}] {nb.name}", flush=True)
         start = time.perf_counter()
         declared = declared_parameters(nb)
         params = {"profile": profile, "env": env, "run": name, **CHAIN_PARAMS.get(profile, {}).get(nb.stem, {}),
                   **{k: v for k, v in settings.items() if k in declared}, **(extra or {})}
         execute(nb, run_dir, params)
         timings[STAGES[nb.stem]] = round(time.perf_counter() - start, 1)
-        print(f"[{name}] {nb.name}: {timings[STAGES[nb.stem]]:.0f}s", flush=True)
+        print(f"[{name}] {nb.name}: done in {format_seconds(timings[STAGES[nb.stem]])}", flush=True)
         atomic_write_json(status_file, {"profile": profile, "env": env, "run": name, "seconds": timings})
-    print(f"run folder: {run_dir}")
+    print_summary(run_dir, timings)
     return run_dir
+
+
+def print_summary(run_dir: Path, timings: dict[str, float]) -> None:
+    """The end of a run in the terminal: the result table, the stage times, and where the report is."""
+    from .report import result_text, write_report
+
+    report = write_report(run_dir)
+    result = result_text(run_dir)
+    print()
+    if result:
+        print(result)
+        print()
+    if timings:
+        print("time per stage: " + ", ".join(f"{stage} {format_seconds(s)}" for stage, s in timings.items())
+              + f" (total {format_seconds(sum(timings.values()))})")
+    print(f"report (every stage's tables and figures, opens in any browser): {report.html}")
+    if report.figures:
+        print(f"figures ({len(report.figures)} PNG files): {report.figures[0].parent}")
+    print(f"metrics: {report.metrics}")
+    print(f"run folder: {run_dir}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,9 @@ import dataclasses
 import time
 from pathlib import Path
 
-from .progress import tqdm
+import math
+
+from .progress import set_time_left, tqdm
 
 from .agents import get_agent
 from .completion import ChatBackend
@@ -25,7 +27,7 @@ from .episodes import (  # EpisodeSpec, RolloutConfig, episode_key: the stages i
     take_step,
 )
 from .io import append_jsonl, read_jsonl
-from .rollout_async import run_async
+from .rollout_async import bar_label, run_async
 
 
 def completed_keys(path: Path) -> set[str]:
@@ -62,8 +64,9 @@ def run_rollouts(
     if cfg.concurrency > 0 and hasattr(backend, "one"):
         return run_async(todo, backend, out_path, model_name, cfg, stats, progress, hint_source)
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), desc="episodes", disable=not progress)
+    bar = tqdm(total=len(todo), desc=bar_label(todo), unit="episodes", disable=not progress)
     queue = list(todo)
+    batch_steps = 0
     live: list[LiveEpisode] = []
     free_slots = list(range(cfg.batch_size))
     with EnvPool(cfg.workers) as pool:
@@ -119,9 +122,18 @@ def run_rollouts(
             live = still
             if ended and hasattr(backend, "release"):
                 backend.release(ended)  # their KV caches are of no further use
+            batch_steps += 1
+            set_time_left(bar, batch_steps_left(live, len(queue), cfg) * (time.perf_counter() - start) / batch_steps)
     bar.close()
     stats.wall_seconds = time.perf_counter() - start
     return stats
+
+
+def batch_steps_left(live: list[LiveEpisode], queued: int, cfg: RolloutConfig) -> int:
+    """Batch steps still to come at most: the live episodes run until their longest can end, then each batch of
+    the queue up to the step limit. Episodes that win or repeat themselves end sooner, so it only shrinks."""
+    longest = max((cfg.max_steps - len(ep.turns) for ep in live), default=0)
+    return longest + math.ceil(queued / max(1, cfg.batch_size)) * cfg.max_steps
 
 
 def read_episodes(path: str | Path, specs: list[EpisodeSpec] | None = None) -> list[dict]:

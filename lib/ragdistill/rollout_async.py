@@ -23,6 +23,12 @@ from .episodes import EpisodeSpec, LiveEpisode, RolloutConfig, RolloutStats, Ste
 from .io import append_jsonl
 
 
+def bar_label(specs: list[EpisodeSpec]) -> str:
+    """What a progress bar of these episodes says it plays: their condition ("base: 31/48 episodes")."""
+    conditions = sorted({s.condition for s in specs})
+    return conditions[0] if len(conditions) == 1 else "episodes"
+
+
 class _Stop(Exception):
     """Another episode's thread failed, or the run was interrupted: leave the current episode unfinished."""
 
@@ -37,7 +43,7 @@ def run_async(todo: list[EpisodeSpec], backend: ChatBackend, out_path: Path, mod
     errors: list[BaseException] = []
     slots = min(cfg.concurrency, len(todo))
     workers = min(cfg.workers, slots)  # a worker process hosts slot % workers: more would idle
-    bar = tqdm(total=len(todo), desc="episodes", disable=not progress)
+    bar = tqdm(total=len(todo), desc=bar_label(todo), unit="episodes", disable=not progress)
 
     def play(slot: int, pool: EnvPool) -> None:
         while not stop.is_set():

@@ -37,6 +37,7 @@ from .train_data import (
     skip_reason,
 )
 from .train_model import checkpointing_args, load_base, lora_config, mean_loss, sft_config
+from .train_progress import headless_progress
 from .train_oom import GpuOutOfMemory, guard_oom, oom_message
 
 # What the notebook, the tests and scripts import from the stage module.
@@ -159,6 +160,7 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
             peft_config=lora_config(cfg),
             callbacks=callbacks,
         )
+        headless_progress(trainer, name)
         trainable, total = trainer.model.get_nb_trainable_parameters()
         before = mean_loss(trainer.model, data.ids[:n_loss], data.masks[:n_loss]) if n_loss else None
         if resume:

@@ -241,7 +241,7 @@ def train_lora(model, examples: list[tuple[list[int], list[int]]], spec: WarmSpe
     batches = [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
     peft_model.train()
     losses = []
-    for step, batch in enumerate(tqdm(batches, desc="warm-start (LoRA)", disable=not progress)):
+    for step, batch in enumerate(tqdm(batches, desc="warm-start (LoRA)", unit="steps", disable=not progress)):
         for group in opt.param_groups:
             group["lr"] = warmup_cosine(step, len(batches), spec.lr)
         # Loss averaged over the assistant tokens of the whole batch, one sequence at a time (no padding). Only
