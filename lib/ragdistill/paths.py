@@ -51,3 +51,15 @@ def default_run_name(profile: str, env: str) -> str:
     """A notebook's run when it names none: the newest one `make run` started with this profile and env (so that
     stepping through the notebooks continues it), else a new one named the same way."""
     return latest_run_name(profile, env) or new_run_name(profile, env)
+
+
+# notebook file stem -> the stage folder it writes (each stage reads earlier folders and writes only its own)
+STAGES = {
+    "00_environment_tour": "00_tour",
+    "01_failure_collection": "01_failures",
+    "02_hint_extraction": "02_hints",
+    "03_teacher_generation": "03_teacher",
+    "04_hint_removal": "04_dehint",
+    "05_student_training": "05_student",
+    "06_evaluation": "06_eval",
+}

@@ -11,20 +11,10 @@ from pathlib import Path
 from typing import TextIO
 
 from .io import atomic_write_json
-from .paths import PROJECT_ROOT, new_run_name, outputs_dir
+from .paths import PROJECT_ROOT, STAGES, new_run_name, outputs_dir
 from .progress import format_seconds
 from .profiles import RECIPES, UnknownProfileError, default_profile, get_profile
 
-# notebook file stem -> the stage folder it writes (each stage reads earlier folders and writes only its own)
-STAGES = {
-    "00_environment_tour": "00_tour",
-    "01_failure_collection": "01_failures",
-    "02_hint_extraction": "02_hints",
-    "03_teacher_generation": "03_teacher",
-    "04_hint_removal": "04_dehint",
-    "05_student_training": "05_student",
-    "06_evaluation": "06_eval",
-}
 
 
 def notebook_of(stage: str) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from .io import atomic_write_json, atomic_write_text
+from .paths import STAGES
 from .progress import format_seconds
 
 
@@ -21,12 +22,6 @@ class Report:
     html: Path
     figures: list[Path]
     metrics: Path
-
-
-def _stages() -> dict[str, str]:
-    from .pipeline import STAGES
-
-    return STAGES
 
 
 def result_text(run_dir: Path) -> str:
@@ -57,7 +52,7 @@ def result_text(run_dir: Path) -> str:
 
 
 def _executed(run_dir: Path) -> list[tuple[str, Path]]:
-    return [(stage, run_dir / stage / f"{nb}.ipynb") for nb, stage in _stages().items()
+    return [(stage, run_dir / stage / f"{nb}.ipynb") for nb, stage in STAGES.items()
             if (run_dir / stage / f"{nb}.ipynb").is_file()]
 
 
@@ -116,6 +111,6 @@ def write_report(run_dir: Path) -> Report:
     status_file = run_dir / "pipeline.json"
     status = json.loads(status_file.read_text()) if status_file.is_file() else {}
     metrics = {**status, "stages": {stage: json.loads((run_dir / stage / "metrics.json").read_text())
-                                    for stage in _stages().values() if (run_dir / stage / "metrics.json").is_file()}}
+                                    for stage in STAGES.values() if (run_dir / stage / "metrics.json").is_file()}}
     atomic_write_json(run_dir / "metrics.json", metrics)
     return Report(run_dir / "report.html", save_figures(run_dir), run_dir / "metrics.json")
