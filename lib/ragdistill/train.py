@@ -26,6 +26,7 @@ import torch
 from .chat_template import QWEN25_DEFAULT_SYSTEM, show_loss_mask
 from .config import SOURCES, ConfigError, StudentConfig
 from .io import atomic_write_json
+from .paged import paged_bytes, release_paged_state
 from .train_data import (
     EMPTY_ADVICE,
     AdapterData,
@@ -217,12 +218,15 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
         del trainer, model
         return result
 
+    paged_at_start = paged_bytes()  # bitsandbytes' paged optimizer state left by earlier adapters (0: none)
     try:
         result = guard_oom(cfg, name, run)
     finally:
         gc.collect()
         if cfg.cuda:
+            release_paged_state()  # bitsandbytes never frees its paged optimizer buffers itself (paged.py)
             torch.cuda.empty_cache()
+    result = {**result, "paged_optimizer_bytes_at_start": paged_at_start}
     speed = f"{result['tokens_per_second']} tokens/s"
     memory = f", peak GPU memory {result['peak_gpu_memory_gib']} GiB" if cfg.cuda else ""
     print(
