@@ -1,10 +1,13 @@
 """The CUDA path of the paper's setting, measured in a few minutes of one GPU with no network.
 
-Qwen2.5-7B- and 14B-shaped models are built from their published configs with random weights (no download), a
-24 GB card is emulated with `torch.cuda.set_per_process_memory_fraction`, and the project's own code runs on them:
-`train.train_adapter` (QLoRA, as stage 05), `TransformersBackend` on a scripted 50-step episode (as stages
-01/03/06), and notebook 06's pattern (one base, two adapters, caches). Figures go to a JSON file, with what ran
-in NF4 and what did not, and a projection of the whole `gpu-7b` run on an RTX 4090 and an RTX 3090.
+Qwen2.5-7B- and 14B-shaped models are built from their published configs with random weights (no download), the
+memory a process really gets on a 24 GB card is emulated (22.5 GiB in all: torch's allocator is capped at that
+less the CUDA context, and the device's own use, which also counts bitsandbytes' paged optimizer memory, is
+reported beside torch's), and the project's own code runs on them: `train.train_adapter` (QLoRA, as stage 05),
+`TransformersBackend` on a scripted 50-step episode (as stages 01/03/06; the largest batch plays all 50 steps), and
+notebook 06's pattern (one base, two adapters, caches). NF4 counts as working only when one real 4-bit matmul
+agrees with its dequantized reference; without it the NF4 phases run in bf16 with a plain optimizer, and say so.
+Figures go to a JSON file, with a projection of the whole `gpu-7b` run on an RTX 4090 and an RTX 3090.
 
     python bench/gpu_check.py --out gpu_check.json --wheels wheels/   # on the GPU machine, at most 8 minutes
     python bench/gpu_check.py --tiny --out tiny.json                  # CPU, seconds: the same code, tiny shapes
@@ -97,6 +100,72 @@ def versions() -> dict:
     return out
 
 
+def nf4_matmul(device: str) -> bool | str:
+    """True when one real NF4 matmul (bitsandbytes' Linear4bit, as a QLoRA base runs it) agrees with the same
+    product over its dequantized weight; else why not. `import bitsandbytes` alone proves nothing: without a
+    binary for the CUDA it finds, it loads a placeholder library and fails only at the first 4-bit kernel."""
+    try:
+        import bitsandbytes as bnb
+        import torch
+        from bitsandbytes.functional import dequantize_4bit
+
+        torch.manual_seed(0)
+        layer = bnb.nn.Linear4bit(256, 128, bias=False, compute_dtype=torch.bfloat16, quant_type="nf4")
+        layer.weight = bnb.nn.Params4bit(torch.randn(128, 256) / 16, requires_grad=False, quant_type="nf4")
+        layer = layer.to(device)  # quantized here
+        x = torch.randn(4, 256, device=device, dtype=torch.bfloat16)
+        with torch.no_grad():
+            got = layer(x).float()
+            weight = dequantize_4bit(layer.weight.data, layer.weight.quant_state).float()
+            want = x.float() @ weight.t()
+    except Exception as err:  # noqa: BLE001 - the answer: NF4 does not run here, and why
+        return f"{type(err).__name__}: {str(err)[:300]}"
+    error = float((got - want).abs().max() / want.abs().max())
+    if not torch.isfinite(got).all() or error > 0.05:
+        return f"the 4-bit matmul disagrees with its dequantized weight (max error {error:.3g} of the largest output)"
+    return True
+
+
+def training_optimizer(nf4: bool, cuda: bool) -> str:
+    """Stage 05's optimizer on a GPU (paged 8-bit AdamW) needs bitsandbytes working; without it, plain AdamW,
+    which TRL can build anywhere (its 8-bit one raises ImportError without bitsandbytes)."""
+    return "paged_adamw_8bit" if (nf4 and cuda) else "adamw_torch"
+
+
+GIB = 2**30
+DEVICE_PEAK = {"bytes": 0}  # the device's own highest use seen (mem_get_info), context and paged memory included
+
+
+def device_used() -> int:
+    """Bytes in use on the device as the driver sees them (every allocation of this process, not torch's only);
+    the highest one seen is kept in DEVICE_PEAK."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return 0
+    free, total = torch.cuda.mem_get_info()
+    DEVICE_PEAK["bytes"] = max(DEVICE_PEAK["bytes"], total - free)
+    return total - free
+
+
+def device_peak_gib() -> float | None:
+    import torch
+
+    return round(DEVICE_PEAK["bytes"] / GIB, 2) if torch.cuda.is_available() else None
+
+
+def allocator_fraction(card_gib: float, context_bytes: int, total_bytes: int) -> float:
+    """The share of this device torch's allocator may use so that the process as a whole, its CUDA context
+    included, stays within `card_gib` (what a process gets on the emulated card)."""
+    return max(0.0, min(1.0, (card_gib * GIB - context_bytes) / total_bytes))
+
+
+def rollout_deadlines(batches: tuple[int, ...], now: float, end: float) -> dict[int, float]:
+    """When each batch size must stop: the largest one (what the projection rests on) gets all the time up to
+    `end`, so it plays every step; the others play after it, in what it leaves (they stop at `end` too)."""
+    return {b: end for b in sorted(batches, reverse=True)}
+
+
 def build_tokenizer(folder: Path):
     """A byte-level BPE trained on the agents' own prompts, with ChatML tokens and the project's marked template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -161,6 +230,8 @@ def reset_peak() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
+        DEVICE_PEAK["bytes"] = 0
+        device_used()
 
 
 def checkpointing(model) -> bool:
@@ -186,7 +257,8 @@ def training_chat(tokenizer, length: int) -> list[dict]:
                       OBSERVATIONS[len(turns) % len(OBSERVATIONS)]))
 
 
-def measure_training(profile: str, length: int, steps: int, nf4: bool, outputs: Path, tokenizer) -> dict:
+def measure_training(profile: str, length: int, steps: int, nf4: bool, outputs: Path, tokenizer,
+                     optim: str = "adamw_torch") -> dict:
     """QLoRA steps through train.train_adapter (stage 05's code), r=64, one example of `length` tokens per step."""
     import torch
     from transformers import TrainerCallback
@@ -199,7 +271,8 @@ def measure_training(profile: str, length: int, steps: int, nf4: bool, outputs: 
     write_jsonl(outputs / "runs" / run / "04_dehint" / "sft.jsonl", [{"id": str(i), "messages": chat} for i in range(steps)])
     cfg = StudentConfig.from_params({"profile": profile, "run": run, "adapters": ["sft"], "max_steps": steps,
                                      "effective_batch": 1, "loss_examples": 0, "save_steps": 10**6,
-                                     "max_length": length * 2, "load_4bit": nf4, "gradient_checkpointing": True})
+                                     "max_length": length * 2, "load_4bit": nf4, "gradient_checkpointing": True,
+                                     "optim": optim})
 
     class Steps(TrainerCallback):
         def __init__(self):
@@ -221,6 +294,7 @@ def measure_training(profile: str, length: int, steps: int, nf4: bool, outputs: 
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             self.times.append(time.perf_counter() - self.t0)
+            device_used()
 
     timer = Steps()
     reset_peak()
@@ -228,12 +302,13 @@ def measure_training(profile: str, length: int, steps: int, nf4: bool, outputs: 
     try:
         result = train_adapter(cfg, "sft", callbacks=[timer], tokenizer=None)
     except GpuOutOfMemory as err:
-        return {"tokens": tokens, "out_of_memory": str(err)[:400], "peak_gib": peak_gib()}
+        return {"tokens": tokens, "out_of_memory": str(err)[:400], "peak_gib": peak_gib(), "device_peak_gib": device_peak_gib()}
     if result.get("skipped"):
         return {"tokens": tokens, "skipped": result["reason"]}
     steady = timer.times[1:] or timer.times  # the first step also warms up kernels
     return {"tokens": tokens, "steps": len(timer.times), "seconds_per_step": round(sum(steady) / len(steady), 3),
             "tokens_per_second": round(tokens * len(steady) / sum(steady), 1), "peak_gib": result["peak_gpu_memory_gib"],
+            "device_peak_gib": device_peak_gib(), "paged_optimizer_bytes_at_start": result["paged_optimizer_bytes_at_start"],
             "nf4": result["load_4bit"], "setup": timer.dtypes, "adapter": str(cfg.adapter_dir("sft"))}
 
 
@@ -259,6 +334,7 @@ def measure_rollout(loaded, batch: int, steps: int, new_tokens: int, marks: tupl
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+        device_used()
         for row, comp in enumerate(comps):
             turns[row].append((comp.text, OBSERVATIONS[(step + row) % len(OBSERVATIONS)]))
         if step in marks:
@@ -273,7 +349,7 @@ def measure_rollout(loaded, batch: int, steps: int, new_tokens: int, marks: tupl
             "prompt_tokens_computed": s.prefilled_tokens, "generated_tokens": s.generated_tokens,
             "last_prompt_tokens": comps[0].prompt_tokens, "store_mib_at_step": store,
             "store_mib_after_release": round(backend.cache_bytes() / 2**20, 1), "store_budget_mib": round(backend.store.budget / 2**20),
-            "evicted": backend.store.evicted, "peak_gib": peak_gib()}
+            "evicted": backend.store.evicted, "peak_gib": peak_gib(), "device_peak_gib": device_peak_gib()}
 
 
 def measure_eval(profile: str, adapter: str, batch: int, steps: int, new_tokens: int, nf4: bool) -> dict:
@@ -286,7 +362,7 @@ def measure_eval(profile: str, adapter: str, batch: int, steps: int, new_tokens:
     out = {"nf4": loaded.quantized_4bit, "adapters": sorted(loaded.model.peft_config), "after_load_gib": loaded_gib}
     for condition in ("", "sft", "distilled"):
         run = measure_rollout(loaded, batch, steps, new_tokens, (), condition)
-        out[condition or "base"] = {k: run[k] for k in ("seconds_per_step", "peak_gib", "evicted")}
+        out[condition or "base"] = {k: run[k] for k in ("seconds_per_step", "peak_gib", "device_peak_gib", "evicted")}
     del loaded
     return out
 
@@ -322,7 +398,11 @@ def main() -> int:
     parser.add_argument("--out", default="gpu_check.json")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes on CPU, in seconds (the test suite runs this)")
     parser.add_argument("--wheels", default="", help="folder of wheels to install first (bitsandbytes, trl)")
-    parser.add_argument("--card-gib", type=float, default=24.0, help="GPU memory to emulate")
+    parser.add_argument("--card-gib", type=float, default=22.5,
+                        help="GPU memory a process gets, CUDA context included (RTX 4090: 23.99 GiB, 3090: 23.69, "
+                             "less what the driver and a display keep)")
+    parser.add_argument("--without-bitsandbytes", action="store_true",
+                        help="run as on an image without bitsandbytes (its import fails): the bf16 fallback")
     parser.add_argument("--max-seconds", type=float, default=450.0, help="phases that would start later are skipped")
     parser.add_argument("--new-tokens", type=int, default=40, help="tokens per answer (a typical ALFWorld answer)")
     parser.add_argument("--work", default="", help="scratch folder (default: a temporary one, deleted)")
@@ -331,18 +411,23 @@ def main() -> int:
     out_path = Path(args.out)
     check: dict = {"tiny": args.tiny, "installed_wheels": install_wheels(Path(args.wheels)) if args.wheels else []}
 
+    if args.without_bitsandbytes:
+        sys.modules["bitsandbytes"] = None  # every `import bitsandbytes` now raises ImportError, as without it
+
     import torch
 
     cuda = torch.cuda.is_available() and not args.tiny
     device = "cuda" if cuda else "cpu"
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     check["versions"] = versions()
-    nf4 = check["versions"]["bitsandbytes_imports"] is True
-    check["nf4"] = nf4  # without bitsandbytes the NF4 phases run in bf16 (and say so in their figures)
+    check["nf4_matmul"] = nf4_matmul(device)
+    nf4 = check["nf4_matmul"] is True
+    check["nf4"] = nf4  # without a working NF4 matmul the NF4 phases run in bf16 (and say so in their figures)
+    check["optimizer"] = training_optimizer(nf4, cuda)
     check["gpu"] = torch.cuda.get_device_name() if cuda else "cpu"
     shapes = TINY if args.tiny else QWEN25
     lengths = (512, 1024) if args.tiny else (2048, 4096, 8192)
-    steps, marks = (6, (2, 4, 6)) if args.tiny else (50, (10, 30, 50))
+    steps, marks = 50, (10, 30, 50)  # the paper's step limit: the projection rests on whole episodes
     batches = (2, 4) if args.tiny else (8, 32)
     train_steps = 2  # the first warms up kernels; the second is measured
     new_tokens = 8 if args.tiny else args.new_tokens
@@ -362,7 +447,8 @@ def main() -> int:
         return True
 
     tokenizer = build_tokenizer(work / "tokenizer")
-    need = {"7b": (45, 100, 55, 90), "14b": (75, 0, 90, 60)}  # build, rollouts, nb06, training: seconds on an H100, roughly
+    # build, rollouts (batch 32 for 50 steps, then 8), nb06, training: seconds on an H100, roughly
+    need = {"7b": (45, 150, 55, 90), "14b": (75, 0, 90, 60)}
     for size in ("7b", "14b"):
         folder, profile = work / f"qwen25-{size}", f"check-{size}"
         if not time_left(f"{size} model", need[size][0] + need[size][3]):
@@ -373,13 +459,17 @@ def main() -> int:
         check[f"build_{size}_seconds"] = round(time.perf_counter() - t0, 1)
         if cuda:  # the emulated card, from here on (the model was built and saved with the whole GPU)
             reset_peak()
-            total = torch.cuda.get_device_properties(0).total_memory
-            torch.cuda.set_per_process_memory_fraction(min(1.0, args.card_gib * 2**30 / total))
+            free, total = torch.cuda.mem_get_info()
+            # What the device holds with torch's cache empty: this process's CUDA context (and anyone else's use).
+            context = total - free - torch.cuda.memory_allocated()
+            torch.cuda.set_per_process_memory_fraction(allocator_fraction(args.card_gib, context, total))
             check["emulated_card_gib"] = args.card_gib
+            check["context_gib"] = round(context / GIB, 2)
         train = check.setdefault(f"train_{size}", {})
         for length in (lengths if size == "7b" else lengths[1:2]):
             if time_left(f"train {size} {length}", need[size][3] / 2):
-                train[str(length)] = measure_training(profile, length, train_steps, nf4, work / "outputs", tokenizer)
+                train[str(length)] = measure_training(profile, length, train_steps, nf4, work / "outputs", tokenizer,
+                                                      check["optimizer"])
                 save()
         adapter = next((r["adapter"] for r in train.values() if "adapter" in r), None)
         if size == "7b" and time_left("rollout 7b", need[size][1]):
@@ -388,15 +478,13 @@ def main() -> int:
             reset_peak()
             loaded = load_model(profile, load_4bit=nf4)
             check["rollout_7b_model"] = {"nf4": loaded.quantized_4bit, "after_load_gib": peak_gib()}
-            # Each batch size gets an equal share of what is left once the later phases' time is set aside
-            # (20-60 s); a batch that runs out of it stops early and says how many steps it played.
-            later = need["7b"][2] + sum(need["14b"]) + 60
-            check["rollout_7b"] = []
-            for b in batches:
-                left = start + args.max_seconds - later - time.perf_counter()
-                share = min(60.0, max(20.0, left / (len(batches) - len(check["rollout_7b"]))))
-                check["rollout_7b"].append(measure_rollout(loaded, b, steps, new_tokens, marks, None,
-                                                           float("inf") if args.tiny else time.perf_counter() + share))
+            # The largest batch plays all 50 steps first (the store marks at 10/30/50 and the projection need whole
+            # episodes): it may take the 14B phases' time, which are then skipped and say so. The 7B's nb06 phase
+            # keeps its time; a smaller batch plays in what is left and says how many steps it played.
+            end = float("inf") if args.tiny else start + args.max_seconds - need["7b"][2]
+            deadlines = rollout_deadlines(batches, time.perf_counter(), end)
+            runs = {b: measure_rollout(loaded, b, steps, new_tokens, marks, None, deadlines[b]) for b in deadlines}
+            check["rollout_7b"] = [runs[b] for b in batches]
             del loaded
             save()
         if adapter and time_left(f"nb06 {size}", need[size][2]):

@@ -38,13 +38,13 @@ BEFORE = {
     },
     "gpu-7b": {
         "model": {"source": "hub", "model_id": "Qwen/Qwen2.5-7B-Instruct", "fewshot": True, "rollout_batch": 32,
-                  "concurrency": 48, "vllm_model": "Qwen/Qwen2.5-7B-Instruct", "lora_r": 64, "lora_alpha": 128},
+                  "concurrency": 48, "vllm_model": "", "lora_r": 64, "lora_alpha": 128},
         "lora": {"alfworld": (64, 128), "webshop": (16, 32)},
         "chain": {},
     },
     "gpu-14b": {
         "model": {"source": "hub", "model_id": "Qwen/Qwen2.5-14B-Instruct", "fewshot": True, "rollout_batch": 10,
-                  "concurrency": 32, "vllm_model": "Qwen/Qwen2.5-14B-Instruct-AWQ", "lora_r": 64, "lora_alpha": 128},
+                  "concurrency": 32, "vllm_model": "", "lora_r": 64, "lora_alpha": 128},
         "lora": {"alfworld": (64, 128), "webshop": (16, 32)},
         "chain": {},
     },

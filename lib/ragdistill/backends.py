@@ -22,6 +22,13 @@ def resolve_backend(cfg, say=print) -> str:
     (with one sentence saying why)."""
     from .profiles import get_profile
 
+    if cfg.backend == "transformers-serve" and get_profile(cfg.profile).source == "hub":
+        raise ValueError(
+            f"backend='transformers-serve' on the {cfg.profile} profile: `transformers serve` loads whole checkpoints "
+            "unquantized, so it would play the base in bf16 instead of the 4-bit NF4 base the students are trained "
+            "on, and stage 06 would load each student merged in bf16 beside it (15 GB each at 7B, 29.5 GB at 14B). "
+            "Use backend='vllm' (make vllm: it serves the NF4 base with the students as LoRA modules) or "
+            "backend='local' (in process, NF4).")
     if cfg.backend != "auto":
         return cfg.backend
     if get_profile(cfg.profile).source != "hub":
@@ -38,27 +45,59 @@ def resolve_backend(cfg, say=print) -> str:
 
 
 def server_spec(cfg, engine: str, adapters: dict[str, str] | None = None) -> ServerSpec:
-    """How a stage starts its server: the profile's model (vLLM: its vllm_model), LoRA modules for stage 06."""
+    """How a stage starts its server: the profile's model (vLLM: 4-bit NF4 in flight, the base stage 05 trains on,
+    unless load_4bit=False or the profile names another `vllm_model`), LoRA modules for stage 06."""
     from .checkpoints import model_path
+    from .models import wants_4bit
     from .profiles import get_profile
 
     prof = get_profile(cfg.profile)
     local = prof.source != "hub"
-    model = prof.vllm_model if engine == "vllm" and prof.vllm_model else model_path(prof, cfg.env)
+    vllm = engine == "vllm"
+    model = prof.vllm_model if vllm and prof.vllm_model else model_path(prof, cfg.env)
+    # The same NF4 weights as the in-process stages and stage 05: vLLM quantizes the bf16 checkpoint in flight
+    # exactly as bitsandbytes does (weights.NF4); a profile's own vllm_model is served as it is.
+    four_bit = vllm and not prof.vllm_model and not local and wants_4bit(True, cfg.load_4bit)
     return ServerSpec(
         engine=engine,
         model=model,
-        name=prof.model_id if engine == "vllm" else "",  # transformers serve: requests name the folder
-        adapters=dict(adapters or {}) if engine == "vllm" else {},
+        name=model if vllm else "",  # what was served (transformers serve: requests name the folder)
+        adapters=dict(adapters or {}) if vllm else {},
         lora_rank=prof.lora_r,
+        quantization="bitsandbytes" if four_bit else "",
         extra_args=tuple(shlex.split(cfg.server_args)),
         env={"HF_HUB_OFFLINE": "1"} if local else {},  # smoke and cpu never touch the network
     )
 
 
+def spec_weights(spec: ServerSpec):
+    """The weights a server started from `spec` plays on (weights.Weights)."""
+    from . import weights
+
+    revision = weights.hub_revision(spec.served_name)
+    return weights.of_server(spec.engine, spec.served_name, server_command_args(spec), revision)
+
+
+def server_command_args(spec: ServerSpec) -> list[str]:
+    """The arguments of a spec's command line that say what it serves (no program is looked for)."""
+    args = ["--quantization", spec.quantization] if spec.quantization else []
+    if spec.dtype:
+        args += ["--dtype", spec.dtype]
+    return args + list(spec.extra_args)
+
+
 def start_server(cfg, engine: str, adapters: dict[str, str] | None = None) -> ManagedServer:
-    """Start the stage's server (its log beside the stage's data) and wait until it answers."""
-    return ManagedServer(server_spec(cfg, engine, adapters), cfg.stage_dir / f"{engine}.log").start()
+    """Start the stage's server (its log beside the stage's data) and wait until it answers. vLLM gets its weights
+    fetched first and its share of the card from the memory free now (serving.prepare_vllm)."""
+    spec = server_spec(cfg, engine, adapters)
+    if engine == "vllm":
+        from .serving import prepare_vllm, query_gpu
+
+        gpu = query_gpu()
+        if gpu is not None and not spec.dtype:
+            spec.dtype = "bfloat16" if gpu.bf16 else "float16"  # the compute dtype stage 05 uses on this card
+        spec = prepare_vllm(spec, gpu)
+    return ManagedServer(spec, cfg.stage_dir / f"{engine}.log").start()
 
 
 def make_backend(cfg) -> tuple[ChatBackend, str]:
@@ -73,15 +112,26 @@ def make_backend(cfg) -> tuple[ChatBackend, str]:
 
         loaded = load_model(cfg.profile, load_4bit=cfg.load_4bit, env=cfg.env)
         backend = TransformersBackend(loaded, batch_size=cfg.rollout_batch, lanes=cfg.rollout_lanes)
-        return backend, f"{cfg.profile}:{loaded.profile.model_id}"
+        return backend, episode_model(cfg, backend.weights)
     flavour = {"vllm": "vllm", "transformers-serve": "transformers"}.get(kind, "auto")
     if kind == "openai" or cfg.base_url:
+        from .weights import external
+
         model = cfg.api_model or server_spec(cfg, kind if kind in ENGINES else "vllm").served_name
-        backend = OpenAIBackend(model, base_url=cfg.base_url or None, concurrency=cfg.requests_in_flight, server=flavour)
+        backend = OpenAIBackend(model, base_url=cfg.base_url or None, concurrency=cfg.requests_in_flight, server=flavour,
+                                weights=external(model))
         return backend, model if kind == "openai" else f"{cfg.profile}:{model}"
+    server = start_server(cfg, kind)
+    served = spec_weights(server.spec)
+    backend = OpenAIBackend(server.spec.served_name, base_url=server.base_url, concurrency=cfg.requests_in_flight,
+                            server=flavour, owned=server, weights=served)
+    return backend, episode_model(cfg, served)
+
+
+def episode_model(cfg, played) -> str:
+    """The model name each episode records: the profile and, on the Hub profiles, what was played (checkpoint
+    and quantization); a local profile's episodes keep its model's name."""
     from .profiles import get_profile
 
-    server = start_server(cfg, kind)
-    backend = OpenAIBackend(server.spec.served_name, base_url=server.base_url, concurrency=cfg.requests_in_flight,
-                            server=flavour, owned=server)
-    return backend, f"{cfg.profile}:{get_profile(cfg.profile).model_id}"
+    prof = get_profile(cfg.profile)
+    return f"{cfg.profile}:{played.label if prof.source == 'hub' else prof.model_id}"

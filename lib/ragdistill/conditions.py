@@ -19,6 +19,8 @@ class Played:
     specs: list[EpisodeSpec] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     timing: dict[str, dict] = field(default_factory=dict)
+    weights: dict = field(default_factory=dict)  # what every condition played on (weights.Weights.to_dict())
+    mixed_weights: dict[str, str] = field(default_factory=dict)  # earlier stages on other weights (mixed_weights=True)
 
 
 def found_adapters(cfg) -> dict[str, Path]:
@@ -36,7 +38,11 @@ class LocalModels:
         self.cfg = cfg
         self.adapters = {n: str(p) for n, p in adapters.items() if n in cfg.conditions}
         self.loaded = load_model(cfg.profile, load_4bit=cfg.load_4bit, adapters=self.adapters or None, env=cfg.env)
-        self.base_name = f"{cfg.profile}:{self.loaded.profile.model_id}"
+        from .backends import episode_model
+        from .weights import of_model
+
+        self.weights = of_model(self.loaded.model, self.loaded.path)
+        self.base_name = episode_model(cfg, self.weights)
 
     def backend(self, condition: str):
         """The backend that plays a condition, and the model name its episodes record."""
@@ -69,9 +75,9 @@ class ServerModels:
     it is (students by the names sft and distilled, when it serves them)."""
 
     def __init__(self, cfg, adapters: dict[str, Path], kind: str):
-        from .backends import server_spec, start_server
+        from .backends import episode_model, server_spec, spec_weights, start_server
         from .models import merged_checkpoint
-        from .profiles import get_profile
+        from .weights import external
 
         self.cfg, self.kind, self.server = cfg, kind, None
         self.flavour = {"vllm": "vllm", "transformers-serve": "transformers"}.get(kind, "auto")
@@ -90,7 +96,11 @@ class ServerModels:
             self.names = merged
         if self.server is not None:
             self.url, self.base = self.server.base_url, self.server.spec.served_name
-        self.base_label = f"{cfg.profile}:{get_profile(cfg.profile).model_id if self.server else self.base}"
+            self.weights = spec_weights(self.server.spec)
+            self.base_label = episode_model(cfg, self.weights)
+        else:
+            self.weights = external(self.base)
+            self.base_label = f"{cfg.profile}:{self.base}"
 
     def _served(self) -> set[str]:
         """The model names the server at base_url lists (empty when it cannot say)."""
@@ -151,8 +161,11 @@ def play_conditions(cfg, games, bank: dict, student_fewshot: bool, models, episo
     stage 05 are skipped with the reason.
     """
     from .retrieval import hints_at_t0, make_retriever
+    from .weights import refuse_mixed
 
-    out = Played()
+    # Before any episode: the students' adapters and the teacher's episodes must come from the weights played here.
+    out = Played(weights=models.weights.to_dict())
+    out.mixed_weights = refuse_mixed(cfg.run_dir, models.weights, allow=cfg.mixed_weights)
     adapters = found_adapters(cfg)
     for condition in cfg.conditions:
         specs = [EpisodeSpec(g.game_id, agent, condition, cfg.seed) for g in games for agent in cfg.agents]

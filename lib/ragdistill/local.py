@@ -137,6 +137,13 @@ class TransformersBackend:
         self.stats = GenerationStats()
 
     @property
+    def weights(self):
+        """The weights this backend plays on (weights.Weights): the loaded checkpoint and its quantization."""
+        from .weights import of_model
+
+        return of_model(self.loaded.model, self.loaded.path)
+
+    @property
     def reuse_cache(self) -> bool:
         """Whether chats start from stored KV caches (modes "reuse" and "batched-reuse")."""
         return self.mode != "batched"

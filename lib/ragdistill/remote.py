@@ -72,8 +72,10 @@ class OpenAIBackend:
         backoff: float = 1.0,
         server: str = "auto",
         owned=None,
+        weights=None,
     ):
-        """`owned`: a ManagedServer this backend stops on close()."""
+        """`owned`: a ManagedServer this backend stops on close(); `weights`: what the server plays on
+        (weights.Weights; unknown for a server this project did not start)."""
         import openai
 
         if server not in SERVERS:
@@ -89,6 +91,11 @@ class OpenAIBackend:
         self.backoff = backoff
         self._server = server
         self.owned = owned
+        if weights is None:
+            from .weights import external
+
+            weights = external(model)
+        self.weights = weights
         self.name = f"openai:{model}@{self.base_url}"
 
     @property

@@ -39,8 +39,11 @@ class ServerSpec:
     host: str = "127.0.0.1"
     port: int = 0  # 0: a free port
     max_model_len: int = 16384  # tokens of prompt + answer: a 50-step episode with few-shot examples fits
-    gpu_memory_utilization: float = 0.90
-    extra_args: tuple[str, ...] = ()  # e.g. ("--tensor-parallel-size", "2"), or ("--quantization", "awq")
+    # vLLM's share of the card; 0: none on the command line (`start_server` derives it from the free memory)
+    gpu_memory_utilization: float = 0.0
+    quantization: str = ""  # vLLM's --quantization ("bitsandbytes": the base in 4-bit NF4, as stage 05 trains it)
+    dtype: str = ""  # vLLM's --dtype ("": its own choice)
+    extra_args: tuple[str, ...] = ()  # e.g. ("--tensor-parallel-size", "2")
     env: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -90,8 +93,13 @@ def server_command(spec: ServerSpec) -> list[str]:
            # (Qwen2.5: repetition_penalty 1.05); every request also sets them explicitly.
            "--generation-config", "vllm",
            "--enable-prefix-caching",
-           "--max-model-len", str(spec.max_model_len),
-           "--gpu-memory-utilization", str(spec.gpu_memory_utilization)]
+           "--max-model-len", str(spec.max_model_len)]
+    if spec.gpu_memory_utilization:
+        cmd += ["--gpu-memory-utilization", f"{spec.gpu_memory_utilization:.2f}"]
+    if spec.quantization:
+        cmd += ["--quantization", spec.quantization]
+    if spec.dtype:
+        cmd += ["--dtype", spec.dtype]
     if spec.adapters:
         rank = next((r for r in LORA_RANKS if r >= spec.lora_rank), None)
         if rank is None:

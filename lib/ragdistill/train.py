@@ -26,6 +26,7 @@ import torch
 from .chat_template import QWEN25_DEFAULT_SYSTEM, show_loss_mask
 from .config import SOURCES, ConfigError, StudentConfig
 from .io import atomic_write_json
+from .paged import paged_bytes, release_paged_state
 from .train_data import (
     EMPTY_ADVICE,
     AdapterData,
@@ -194,6 +195,7 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
             "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cfg.cuda else None,
             "device": torch.cuda.get_device_name() if cfg.cuda else "cpu",
             "load_4bit": cfg.use_4bit,
+            "weights": base_weights(cfg, model).to_dict(),  # the base this adapter learnt to correct
             "fingerprint": fingerprint,
             "schedule": schedule,
             "adapter_dir": str(adapter_dir),
@@ -218,12 +220,15 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
         del trainer, model
         return result
 
+    paged_at_start = paged_bytes()  # bitsandbytes' paged optimizer state left by earlier adapters (0: none)
     try:
         result = guard_oom(cfg, name, run)
     finally:
         gc.collect()
         if cfg.cuda:
+            release_paged_state()  # bitsandbytes never frees its paged optimizer buffers itself (paged.py)
             torch.cuda.empty_cache()
+    result = {**result, "paged_optimizer_bytes_at_start": paged_at_start}
     speed = f"{result['tokens_per_second']} tokens/s"
     memory = f", peak GPU memory {result['peak_gpu_memory_gib']} GiB" if cfg.cuda else ""
     print(
@@ -231,6 +236,15 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
         f"loss on {n_loss} training examples {_fmt(result['loss_before'])} -> {_fmt(result['loss_after'])}"
     )
     return result
+
+
+def base_weights(cfg: StudentConfig, model):
+    """The weights an adapter is trained on (weights.Weights): the checkpoint `load_base` read, its quantization."""
+    from .checkpoints import model_path
+    from .profiles import get_profile
+    from .weights import of_model
+
+    return of_model(model, model_path(get_profile(cfg.profile), cfg.env))
 
 
 def _fmt(x: float | None) -> str:
@@ -241,6 +255,10 @@ def stage_metrics(cfg: StudentConfig, results: dict[str, dict]) -> dict:
     """metrics.json of the stage: one entry per adapter; skipped (with the reasons) when none was trained."""
     trained = [n for n, r in results.items() if not r.get("skipped")]
     metrics: dict[str, Any] = {"adapters": results, "trained": trained, "skipped": not trained}
+    # The base every adapter trained on, which stage 06 must serve them on (adapters agree: one base per run).
+    found = [r["weights"] for n, r in results.items() if isinstance(r.get("weights"), dict)]
+    if found:
+        metrics["weights"] = found[0]
     if not trained:
         metrics["reason"] = " ".join(f"{n}: {r['reason']}" for n, r in results.items())
     return metrics

@@ -238,6 +238,8 @@ class EvalConfig(RolloutStageConfig):
     conditions: list[str] = field(default_factory=lambda: ["base", "hints", "sft", "distilled"])
     retriever: str = "auto"  # for base+hints, as in notebook 03
     k: int = 3
+    # True: play even when earlier stages of the run recorded other weights than this stage plays on (weights.py)
+    mixed_weights: bool = False
 
     def validate(self) -> None:
         super().validate()
