@@ -74,6 +74,8 @@ def loading_kwargs(cuda: bool, use_4bit: bool, gpu: int = 0, compute_dtype_on_cp
     kwargs = {"quantization_config": quantization, "device_map": {"": gpu} if cuda else {"": "cpu"}}
     if cuda or compute_dtype_on_cpu:
         kwargs["dtype"] = quantization.bnb_4bit_compute_dtype
+    else:  # float32, whatever the checkpoint holds: bitsandbytes quantizes no float64 weights (the smoke model's)
+        kwargs["dtype"] = torch.float32
     return kwargs
 
 
