@@ -104,6 +104,24 @@ def _play(backend, turns=5, stop=None, sent=None):
     return played
 
 
+def test_new_chats_prefilled_together_answer_as_one_at_a_time(smoke_model):
+    """With `batch_prefill`, the chats of a call that have no stored cache (episodes 0 and 1 at their first turn) go
+    through one batched forward pass over their suffixes; every turn's text and token counts are still those of one
+    chat at a time, also for an episode that joins later (prefilled on its own beside stored ones)."""
+    alone = _play(TransformersBackend(smoke_model, batch_size=1, mode="reuse"))
+    shapes = []
+    hook = smoke_model.model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        together = _play(TransformersBackend(smoke_model, batch_size=3, batch_prefill=True))
+    finally:
+        hook.remove()
+    assert [(c.text, c.prompt_tokens, c.completion_tokens) for c in together] == \
+        [(c.text, c.prompt_tokens, c.completion_tokens) for c in alone]
+    assert any(rows == 2 and width > 1 for rows, width in shapes)  # the two first turns, prefilled as one batch
+    assert not TransformersBackend(smoke_model).batch_prefill  # a CPU prefills one chat after another by default
+
+
 def _prefill_bound(backend, chats) -> int:
     """The most a cache-reusing backend may prefill for these chats, sent in this order: every prompt token
     beyond the longest prefix it shares with an earlier prompt (whose keys and values are stored), and at least

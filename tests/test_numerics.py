@@ -12,8 +12,7 @@ from pathlib import Path
 from ragdistill.numerics import PROBE_TASKS, behaviour, probe_chats, weights_hash
 from ragdistill.smoke import SmokeSpec
 
-# Trained long enough for the steps to compound (a float32 build of it already answers differently under other
-# kernels), small enough to build twice in about a minute.
+# Trained long enough for differences to compound over the steps, small enough to build twice in a few minutes.
 SMALL = SmokeSpec(games_per_type=1, webshop_goals=2, train_steps=40, batch_tokens=2048, variants=1, chain_tasks=2,
                   chain_repeats=1)
 OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",

@@ -20,6 +20,7 @@ from .kvstore import (
     usable_positions,
 )
 from .models import LoadedModel, foldable, folded_adapter
+from .prefill import prefill_together
 
 MODES = ("batched", "reuse", "batched-reuse")
 
@@ -97,6 +98,9 @@ class TransformersBackend:
     prefilled and decoded in its own thread over the one model and store. On a CPU, where decoding a few rows
     is bound by reading the weights and one thread runs at a time through Python, the lanes keep every core
     busy (the `cpu` profile: 2). A row's tokens are what it would get alone, in any lane.
+
+    `batch_prefill` (batched-reuse; default: on a GPU) prefills the chats of a call that have no stored cache (an
+    episode's first step) as one batch, their shared prefix once (prefill.py), instead of one after another.
     """
 
     def __init__(
@@ -109,6 +113,7 @@ class TransformersBackend:
         adapter: str | None = None,
         lanes: int = 1,
         fold: bool = True,
+        batch_prefill: bool | None = None,
     ):
         """`mode` picks one of MODES; without it, `reuse_cache` True/False means "reuse"/"batched", and
         neither means "batched-reuse"."""
@@ -123,6 +128,9 @@ class TransformersBackend:
         if lanes < 1:
             raise ValueError(f"lanes must be >= 1, not {lanes}")
         self.lanes = lanes
+        # New chats of a batch prefilled together (prefill.py): on a GPU one pass instead of one per chat; on a CPU
+        # the serial prefill costs the same arithmetic, and keeps the float32 `cpu` runs' episodes as they were.
+        self.batch_prefill = loaded.device.type == "cuda" if batch_prefill is None else batch_prefill
         adapters = set(getattr(loaded.model, "peft_config", {}) or {})
         if adapter and adapter not in adapters:
             raise ValueError(
@@ -319,8 +327,17 @@ class TransformersBackend:
         from transformers import DynamicCache
 
         model, dev = self.loaded.model, self.loaded.device
-        gen, prefilled, found = [], [], []
+        gen: list[list[int]] = [[] for _ in prompts]
+        found, prefilled = [0] * len(prompts), []
+        fresh = [k for k, cache in enumerate(caches) if cache is None] if self.batch_prefill else []
+        if len(fresh) > 1:  # nothing stored for these: one batch, their shared prefix computed once
+            first, made, shared = prefill_together(model, [prompts[k] for k in fresh], dev, self.tok.pad_token_id)
+            for n, (k, token, cache) in enumerate(zip(fresh, first, made)):
+                caches[k], gen[k], found[k] = cache, [token], shared if n else 0
+                prefilled.append(CacheEntry(prompts[k], len(prompts[k]), cache))
         for k, prompt in enumerate(prompts):
+            if gen[k]:
+                continue
             cache = caches[k]
             cached = cache.get_seq_length() if cache is not None else 0
             # A chat of this lane prefilled just before may share more (the first call: one system prompt).
@@ -337,10 +354,8 @@ class TransformersBackend:
                 use_cache=True,
                 logits_to_keep=1,
             ).logits
-            caches[k] = cache
-            gen.append([int(logits[0, -1].argmax())])
+            caches[k], gen[k], found[k] = cache, [int(logits[0, -1].argmax())], cached
             prefilled.append(CacheEntry(prompt, len(prompt), cache))
-            found.append(cached)
         del prefilled
 
         def finished(i: int) -> bool:
