@@ -133,3 +133,12 @@ def test_grounded_thoughts_name_the_object_then_what_the_last_visit_found():
     assert planned[7] == "The garbagecan 1 is open. I put the egg 2 in/on garbagecan 1."
     with pytest.raises(ValueError, match="unknown thoughts"):
         annotate(record, "terse")
+
+
+def test_every_agent_cuts_its_answers_at_one_length():
+    """A lockstep batch mixes agents under one token limit and an asynchronous episode uses its own agent's: one
+    limit for all keeps the two giving the same episodes."""
+    from ragdistill.agents import get_agent
+
+    limits = {get_agent(name, env).max_new_tokens for name in ("react", "stateact") for env in ("alfworld", "webshop")}
+    assert limits == {128}

@@ -50,7 +50,12 @@ class SeparateLoads:
     """Each condition on a model loaded for it alone (the base, or the base with that one adapter)."""
 
     def __init__(self, cfg):
+        from ragdistill.models import load_model
+        from ragdistill.weights import of_model
+
         self.cfg = cfg
+        loaded = load_model("smoke")
+        self.weights = of_model(loaded.model, loaded.path)  # what stage 06 records and compares with stage 05's
 
     def backend(self, condition):
         from ragdistill.local import TransformersBackend

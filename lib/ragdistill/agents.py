@@ -87,7 +87,9 @@ class Agent:
     name: str
     instructions: str
     fewshot_count: int = 2
-    max_new_tokens: int = 96
+    # One limit for every agent: a lockstep batch mixes agents and cuts every answer at one length, an episode
+    # stepping alone (a server, asynchronous) at its agent's; the two must give the same episodes.
+    max_new_tokens: int = 128
     env: str = "alfworld"
 
     def render_example(self, example: dict) -> str:
