@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def one(name: str) -> None:
         result = measure(name, args.work)
-        with lock:  # one writer at a time; the file is replaced whole
+        with lock:  # one writer at a time; the file is replaced whole, with what another run wrote meanwhile
+            if args.out.is_file():
+                results.update({k: v for k, v in json.loads(args.out.read_text()).items() if k not in results})
             results[name] = result
             args.out.parent.mkdir(parents=True, exist_ok=True)
             tmp = args.out.with_suffix(".tmp")
