@@ -1,6 +1,7 @@
 """How often the `cpu` profile's base agent wins after its warm-start (or before, with --untrained).
 
-Plays a balanced subset of valid_unseen without few-shot examples, as the later stages do with this
+Plays a balanced subset of valid_seen (a design split: valid_unseen gives the result and chooses nothing) without
+few-shot examples, as the later stages do with this
 profile, and prints wins/episodes with a 95% Wilson interval, mean steps, the invalid-action rate and the
 seconds per episode. Episodes run as the chain plays them: the profile's batch and lanes (cpu: up to 48 at once, over
 two threads) through the backend's batched-reuse mode (each episode's KV cache kept between its turns: only the
@@ -34,7 +35,8 @@ from ragdistill.rollout import EpisodeSpec, RolloutConfig, read_episodes, run_ro
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu")
-    parser.add_argument("--split", default="valid_unseen")
+    parser.add_argument("--split", default="valid_seen", choices=("train", "valid_seen"),
+                        help="a design split (valid_unseen is the result's, played by stage 06 only)")
     parser.add_argument("--games", type=int, default=12)
     parser.add_argument("--agents", default="react,stateact")
     parser.add_argument("--max-steps", type=int, default=30)
