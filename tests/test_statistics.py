@@ -7,7 +7,8 @@ import pytest
 from scipy.stats import binomtest
 
 from ragdistill.analysis import discordant, mcnemar_exact, pair_up, paired, summary, wilson
-from ragdistill.evaluation import condition_summary, interval_table, paired_test, results_table, token_reduction
+from ragdistill.evaluation import (condition_summary, game_interval, holm, interval_table, paired_test, paired_tests,
+                                  paired_tests_per_agent, results_table, token_reduction)
 
 # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Statistics in Medicine 17,
 # Table I, method 3 (Wilson score interval without continuity correction).
@@ -107,8 +108,11 @@ def test_pairs_ignore_episodes_without_a_partner(frame):
 
 def test_paired_test_counts_and_p_value(frame):
     result = paired_test(frame, "base", "hints")
-    assert result == {"pairs": 12, "base_wins": 2, "hints_wins": 4, "only_base": 1, "only_hints": 3,
+    counts = {k: result[k] for k in ("pairs", "base_wins", "hints_wins", "only_base", "only_hints", "mcnemar_p")}
+    assert counts == {"pairs": 12, "base_wins": 2, "hints_wins": 4, "only_base": 1, "only_hints": 3,
                       "mcnemar_p": round(_exact_mcnemar(1, 3), 4)}
+    assert result["difference"] == round(100 * (2 - 4) / 12, 1)
+    assert result["ci_low"] <= result["difference"] <= result["ci_high"]
     assert paired_test(frame, "base", "sft") is None  # no such condition: nothing to pair
 
 
@@ -219,3 +223,38 @@ def test_success_bars_carry_the_wilson_intervals(frame):
     lo, hi = wilson(0, 4)  # base on heat: none won, the bar is 0 and its interval reaches up only
     assert rates.loc["heat", "base"] == 0.0 and yerr[0][0][2] == 0.0 and yerr[0][1][2] == pytest.approx(hi)
     assert len(yerr) == 3 and all(len(side) == 4 for col in yerr for side in col)
+
+
+def test_holm_matches_the_step_down_rule_by_hand():
+    """Holm (1979): sorted p of m tests, the k-th times (m - k + 1), never below an earlier one, capped at 1."""
+    adjusted = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.5})
+    assert adjusted == {"a": 0.04, "c": 0.09, "b": 0.09, "d": 0.5}  # 4 x .01, 3 x .03, max(2 x .04, .09), 1 x .5
+    assert holm({"a": 0.3, "b": 0.4}) == {"a": 0.6, "b": 0.6}
+    assert holm({"a": 0.9}) == {"a": 0.9} and holm({}) == {}
+
+
+def test_game_interval_resamples_games_not_pairs():
+    """Two agents on each game that always agree: resampling games gives the interval of n games, wider than the
+    one that would treat the 2n pairs as independent; a difference that every game shows has an interval of one point."""
+    games = [f"g{i}" for i in range(20)]
+    wins_a = [i < 12 for i in range(20)]  # a wins 12 games, b wins 6 of them
+    wins_b = [i < 6 for i in range(20)]
+    rows = [(g, agent, wa, wb) for g, wa, wb in zip(games, wins_a, wins_b) for agent in ("react", "stateact")]
+    pairs = pd.DataFrame(rows, columns=["game_id", "agent", "won_a", "won_b"])
+    diff, low, high = game_interval(pairs)
+    assert diff == pytest.approx(30.0) and low < diff < high
+    as_if_independent = pairs.assign(game_id=[f"{g}-{a}" for g, a in zip(pairs.game_id, pairs.agent)])
+    _, low_i, high_i = game_interval(as_if_independent)
+    assert high - low > high_i - low_i  # clustered: fewer independent draws, a wider interval
+    same = pairs.assign(won_a=True, won_b=False)
+    assert game_interval(same) == (100.0, 100.0, 100.0)
+
+
+def test_paired_tests_carry_holm_and_come_per_agent_and_pooled(frame):
+    tests = paired_tests(frame)
+    raw = {name: t["mcnemar_p"] for name, t in tests.items()}
+    assert tests and all(t["holm_p"] == holm(raw)[name] >= t["mcnemar_p"] for name, t in tests.items())
+    split = paired_tests_per_agent(frame)
+    assert set(split) == set(frame.agent) | {"pooled"} and split["pooled"] == tests
+    assert sum(split[a][name]["pairs"] for a in set(frame.agent) for name in split[a] if name in tests) == \
+        sum(t["pairs"] for t in tests.values())

@@ -59,6 +59,7 @@ def paired_test(df: pd.DataFrame, a: str, b: str) -> dict | None:
     if m.empty:
         return None
     only_a, only_b = discordant(m)
+    diff, low, high = game_interval(m)
     return {
         "pairs": len(m),
         f"{a}_wins": int(m.won_a.sum()),
@@ -66,7 +67,34 @@ def paired_test(df: pd.DataFrame, a: str, b: str) -> dict | None:
         f"only_{a}": only_a,
         f"only_{b}": only_b,
         "mcnemar_p": round(mcnemar_exact(only_a, only_b), 4),
+        "games": int(m.game_id.nunique()),
+        "difference": round(diff, 1),  # success of a minus b, in points
+        "ci_low": round(low, 1),
+        "ci_high": round(high, 1),
     }
+
+
+def game_interval(pairs: pd.DataFrame, draws: int = 4000, seed: int = 0, level: float = 0.95) -> tuple[float, float, float]:
+    """The difference in success between the two sides of `pair_up`'s pairs (a minus b, in points) and its interval
+    from resampling games: a game's pairs (both agents) are drawn together, because two agents on one game share its
+    difficulty and are not two independent pieces of evidence. Percentile bootstrap, seeded."""
+    diff = pairs.won_a.astype(int) - pairs.won_b.astype(int)
+    per_game = diff.groupby(pairs.game_id).agg(["sum", "count"])
+    sums, counts = per_game["sum"].to_numpy(), per_game["count"].to_numpy()
+    draw = np.random.default_rng(seed).integers(0, len(sums), size=(draws, len(sums)))
+    boot = sums[draw].sum(axis=1) / counts[draw].sum(axis=1)
+    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2])
+    return 100 * float(diff.mean()), 100 * float(low), 100 * float(high)
+
+
+def holm(pvalues: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjustment of a family of p-values: the k-th smallest times (m - k + 1), kept monotone and
+    at most 1. It holds the chance of any false "significant" in the family at the level, for any dependence."""
+    out, running = {}, 0.0
+    for k, name in enumerate(sorted(pvalues, key=pvalues.get)):
+        running = max(running, min(1.0, (len(pvalues) - k) * pvalues[name]))
+        out[name] = round(running, 4)
+    return out
 
 
 # The comparisons the method is judged on: the hints help the agent (teacher vs base); the student keeps what they
@@ -77,20 +105,35 @@ PAIRED_TESTS = (("hints", "base"), ("distilled", "base"), ("distilled", "sft"), 
 def paired_tests(df: pd.DataFrame) -> dict[str, dict]:
     """McNemar's exact test for each of PAIRED_TESTS whose two conditions were played, keyed "a vs b"."""
     tests = {f"{a} vs {b}": paired_test(df, a, b) for a, b in PAIRED_TESTS}
-    return {name: test for name, test in tests.items() if test is not None}
+    tests = {name: test for name, test in tests.items() if test is not None}
+    # The family is the comparisons played: Holm's adjustment beside each raw p.
+    for name, p in holm({name: test["mcnemar_p"] for name, test in tests.items()}).items():
+        tests[name]["holm_p"] = p
+    return tests
+
+
+def paired_tests_per_agent(df: pd.DataFrame) -> dict[str, dict[str, dict]]:
+    """`paired_tests` for each agent alone (each its own family), and for both together ("pooled")."""
+    out = {str(agent): paired_tests(g) for agent, g in df.groupby("agent")}
+    out["pooled"] = paired_tests(df)
+    return out
 
 
 def paired_table(tests: dict[str, dict]) -> pd.DataFrame:
-    """`paired_tests` as a table: one row per comparison "a vs b" (a first), its pairs, wins, the discordant pairs
-    and McNemar's exact p."""
+    """`paired_tests` as a table: one row per comparison "a vs b" (a first), its pairs, wins, the discordant pairs,
+    the difference in success with its game-resampled 95% interval, McNemar's exact p and Holm's adjusted p."""
     rows = {}
     for name, test in tests.items():
         a, b = name.split(" vs ")
+        interval = f"{test['ci_low']:+.1f} to {test['ci_high']:+.1f}" if "ci_low" in test else ""
         rows[f"{LABELS[a]} vs {LABELS[b]}"] = {
             "pairs": test["pairs"], "wins (first)": test[f"{a}_wins"], "wins (second)": test[f"{b}_wins"],
-            "only first": test[f"only_{a}"], "only second": test[f"only_{b}"], "McNemar p": test["mcnemar_p"],
+            "only first": test[f"only_{a}"], "only second": test[f"only_{b}"],
+            "difference (points)": test.get("difference"), "95% CI (games resampled)": interval,
+            "McNemar p": test["mcnemar_p"], "Holm p": test.get("holm_p"),
         }
-    columns = ["pairs", "wins (first)", "wins (second)", "only first", "only second", "McNemar p"]
+    columns = ["pairs", "wins (first)", "wins (second)", "only first", "only second", "difference (points)",
+               "95% CI (games resampled)", "McNemar p", "Holm p"]
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
 
 
