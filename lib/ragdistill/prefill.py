@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import torch
 
+from .kvstore import _common_prefix
+
 
 def shared_length(prompts: list[list[int]]) -> int:
     """The length of the token prefix every prompt shares, leaving each at least one token to prefill."""
-    first = prompts[0]
-    n = min(len(p) for p in prompts) - 1
-    for prompt in prompts[1:]:
-        i = 0
-        while i < n and prompt[i] == first[i]:
-            i += 1
-        n = i
-    return max(n, 0)
+    shared = min(_common_prefix(prompts[0], p) for p in prompts)
+    return max(min(shared, min(len(p) for p in prompts) - 1), 0)
 
 
 @torch.no_grad()

@@ -4,10 +4,9 @@ to a JSONL file at once, so a rerun resumes where a crash left off."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
-
-import math
 
 from .progress import set_time_left, tqdm
 

@@ -1,5 +1,5 @@
 """The `smoke` model: a tokenizer and a tiny Qwen2 trained offline on walkthroughs, in float64, deterministic for a
-seed: the same decisions on any processor (numerics.py)."""
+seed on a given set of kernels (numerics.py says how far that carries across processors)."""
 
 from __future__ import annotations
 
