@@ -6,7 +6,7 @@ PYTHON  ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
-# auto: gpu-7b where a CUDA GPU is present, else cpu (ragdistill.profiles.default_profile; the notebooks' default too)
+# auto: gpu-7b where a CUDA GPU is present, else cpu (ragdistill.models.profiles.default_profile; the notebooks' default too)
 PROFILE ?= auto
 RUN     ?=
 SET     ?=
@@ -68,7 +68,7 @@ TEST_WORKERS ?= 2
 SMOKE_THREADS ?= 2
 
 test: $(STAMP) data
-	$(TEST_ENV) $(BIN)/python -m ragdistill.smoke --threads $(SMOKE_THREADS)
+	$(TEST_ENV) $(BIN)/python -m ragdistill.miniature.smoke --threads $(SMOKE_THREADS)
 	$(TEST_ENV) $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 # torch's default thread count is many times slower when the cores are also busy with the game
@@ -76,11 +76,11 @@ test: $(STAMP) data
 THREADS ?= 1
 
 run: $(STAMP) data
-	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m ragdistill.pipeline --profile $(PROFILE) --env $(BENCHMARK) $(if $(RUN),--run $(RUN)) $(foreach s,$(SET),--set $(s))
+	OMP_NUM_THREADS=$(THREADS) MKL_NUM_THREADS=$(THREADS) HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m ragdistill.run.pipeline --profile $(PROFILE) --env $(BENCHMARK) $(if $(RUN),--run $(RUN)) $(foreach s,$(SET),--set $(s))
 
 # Rerun both smoke chains and rewrite tests/reference/smoke_chain.json; prints every figure that changed.
 reference: $(STAMP) data
-	$(TEST_ENV) $(BIN)/python -m ragdistill.regression --update
+	$(TEST_ENV) $(BIN)/python -m ragdistill.checks.regression --update
 
 clean-venv:
 	rm -rf $(VENV)

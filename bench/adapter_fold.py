@@ -22,7 +22,7 @@ def _adapter(path: str, folder: str, r: int) -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ragdistill.profiles import LORA_TARGETS
+    from ragdistill.models.profiles import LORA_TARGETS
 
     torch.manual_seed(0)
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(path),
@@ -61,7 +61,7 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from ragdistill.models import folded_adapter, load_model, model_path
+    from ragdistill.models.loading import folded_adapter, load_model, model_path
 
     with tempfile.TemporaryDirectory() as tmp:
         _adapter(str(model_path(args.profile, env=args.env)), tmp, args.r)

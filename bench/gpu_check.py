@@ -171,9 +171,9 @@ def build_tokenizer(folder: Path):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from ragdistill.agents import get_agent
-    from ragdistill.chat_template import chatml_template
-    from ragdistill.train import QWEN25_DEFAULT_SYSTEM
+    from ragdistill.method.agents import get_agent
+    from ragdistill.models.chat_template import chatml_template
+    from ragdistill.method.student.train import QWEN25_DEFAULT_SYSTEM
 
     corpus = [get_agent(a).system_prompt(t, None, fewshot=True) for a in ("react", "stateact")
               for t in ("put", "clean", "heat", "cool", "examine", "puttwo")] + OBSERVATIONS + [FIRST]
@@ -210,7 +210,7 @@ def build_model(folder: Path, shape: dict, tokenizer, device: str) -> None:
 
 
 def register(name: str, folder: Path) -> None:
-    from ragdistill.profiles import PROFILES, Profile
+    from ragdistill.models.profiles import PROFILES, Profile
 
     PROFILES[name] = Profile(name, "local", str(folder), "gpu check (random weights)", 64, 128, True)
 
@@ -245,7 +245,7 @@ def n_tokens(tokenizer, chat: list[dict]) -> int:
 
 def training_chat(tokenizer, length: int) -> list[dict]:
     """An episode-shaped chat (system, first observation, then answers and replies) of about `length` tokens."""
-    from ragdistill.agents import get_agent
+    from ragdistill.method.agents import get_agent
 
     agent = get_agent("react")
     turns: list[tuple[str, str]] = []
@@ -263,8 +263,8 @@ def measure_training(profile: str, length: int, steps: int, nf4: bool, outputs: 
     import torch
     from transformers import TrainerCallback
 
-    from ragdistill.io import write_jsonl
-    from ragdistill.train import GpuOutOfMemory, StudentConfig, train_adapter
+    from ragdistill.run.io import write_jsonl
+    from ragdistill.method.student.train import GpuOutOfMemory, StudentConfig, train_adapter
 
     run = f"{profile}-{length}"
     chat = training_chat(tokenizer, length)
@@ -318,8 +318,8 @@ def measure_rollout(loaded, batch: int, steps: int, new_tokens: int, marks: tupl
     the deadline (time.perf_counter) comes first."""
     import torch
 
-    from ragdistill.agents import get_agent
-    from ragdistill.local import TransformersBackend
+    from ragdistill.method.agents import get_agent
+    from ragdistill.generation.local import TransformersBackend
 
     agent = get_agent("react")
     backend = TransformersBackend(loaded, batch_size=batch, adapter=adapter)
@@ -354,7 +354,7 @@ def measure_rollout(loaded, batch: int, steps: int, new_tokens: int, marks: tupl
 
 def measure_eval(profile: str, adapter: str, batch: int, steps: int, new_tokens: int, nf4: bool) -> dict:
     """Notebook 06's memory: one base with two adapters, each condition's backend playing a batch of episodes."""
-    from ragdistill.models import load_model
+    from ragdistill.models.loading import load_model
 
     reset_peak()
     loaded = load_model(profile, load_4bit=nf4, adapters={"sft": adapter, "distilled": adapter})
@@ -473,7 +473,7 @@ def main() -> int:
                 save()
         adapter = next((r["adapter"] for r in train.values() if "adapter" in r), None)
         if size == "7b" and time_left("rollout 7b", need[size][1]):
-            from ragdistill.models import load_model
+            from ragdistill.models.loading import load_model
 
             reset_peak()
             loaded = load_model(profile, load_4bit=nf4)

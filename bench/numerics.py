@@ -54,17 +54,17 @@ def measure(name: str, work: Path) -> dict:
     env = environment(extra, threads, folder)
     python = sys.executable
     start = time.perf_counter()
-    built = subprocess.run([python, "-m", "ragdistill.smoke", "--threads", str(threads)], env=env, cwd=ROOT,
+    built = subprocess.run([python, "-m", "ragdistill.miniature.smoke", "--threads", str(threads)], env=env, cwd=ROOT,
                            capture_output=True, text=True, check=True)
     build_s = time.perf_counter() - start
     path = built.stdout.strip().splitlines()[-1]
-    code = ("import json, sys; from ragdistill.numerics import behaviour, weights_hash; "
+    code = ("import json, sys; from ragdistill.checks.numerics import behaviour, weights_hash; "
             "b = behaviour(sys.argv[1]); print(json.dumps({'weights': weights_hash(sys.argv[1]), "
             "'behaviour': b['id'], 'margin': b['margin']}))")
     ident = json.loads(subprocess.run([python, "-c", code, path], env=env, cwd=ROOT, capture_output=True, text=True,
                                       check=True).stdout.strip().splitlines()[-1])
     start = time.perf_counter()
-    code = ("import json; from ragdistill.regression import ENVS, key_figures, smoke_run; "
+    code = ("import json; from ragdistill.checks.regression import ENVS, key_figures, smoke_run; "
             "print(json.dumps({env: key_figures(smoke_run(env)) for env in ENVS}))")
     chains = subprocess.run([python, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     chains_s = time.perf_counter() - start
@@ -75,7 +75,7 @@ def measure(name: str, work: Path) -> dict:
 
 def differ(result: dict) -> list[str]:
     """Every figure of a setting's two chains that differs from the committed reference."""
-    from ragdistill.regression import ENVS, differences, reference
+    from ragdistill.checks.regression import ENVS, differences, reference
 
     return [f"{env}.{line}" for env in ENVS for line in differences(result["figures"][env], reference(env))]
 

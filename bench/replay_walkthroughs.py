@@ -9,8 +9,8 @@ import argparse
 import time
 from collections import Counter
 
-from ragdistill.alfworld_env import list_games
-from ragdistill.walkthroughs import replay_many
+from ragdistill.benchmarks.alfworld.env import list_games
+from ragdistill.miniature.walkthroughs import replay_many
 
 
 def main() -> int:

@@ -45,11 +45,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from ragdistill.alfworld_env import balanced_sample, training_pool  # noqa: E402
-from ragdistill.backends import MODES, TransformersBackend  # noqa: E402
-from ragdistill.models import load_model  # noqa: E402
-from ragdistill.profiles import get_profile  # noqa: E402
-from ragdistill.rollout import EpisodeSpec, RolloutConfig, read_episodes, run_rollouts  # noqa: E402
+from ragdistill.benchmarks.alfworld.env import balanced_sample, training_pool  # noqa: E402
+from ragdistill.generation.backends import MODES, TransformersBackend  # noqa: E402
+from ragdistill.models.loading import load_model  # noqa: E402
+from ragdistill.models.profiles import get_profile  # noqa: E402
+from ragdistill.method.rollout.lockstep import EpisodeSpec, RolloutConfig, read_episodes, run_rollouts  # noqa: E402
 
 
 def _run(loaded, specs, cfg, mode: str | None, label: str, lanes: int = 1) -> dict:
@@ -93,10 +93,10 @@ def _run_server(backend, specs, cfg, label: str) -> dict:
 
 def server_main(args, specs, fewshot: bool) -> int:
     """Lockstep batches against asynchronous episodes, on one server, in one run."""
-    from ragdistill.backends import server_spec
-    from ragdistill.config import FailureConfig
-    from ragdistill.remote import OpenAIBackend
-    from ragdistill.server import ManagedServer
+    from ragdistill.generation.backends import server_spec
+    from ragdistill.run.config import FailureConfig
+    from ragdistill.generation.remote import OpenAIBackend
+    from ragdistill.generation.server import ManagedServer
 
     server = None
     if args.base_url:

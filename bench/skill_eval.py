@@ -23,19 +23,19 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from ragdistill.analysis import wilson  # noqa: E402
-from ragdistill.backends import TransformersBackend  # noqa: E402
-from ragdistill.envs import balanced, list_tasks, reserved_tasks  # noqa: E402
-from ragdistill.retrieval import BM25Retriever, query_text  # noqa: E402
-from ragdistill.rollout import EpisodeSpec, RolloutConfig, read_episodes, run_rollouts  # noqa: E402
+from ragdistill.method.analysis import wilson  # noqa: E402
+from ragdistill.generation.backends import TransformersBackend  # noqa: E402
+from ragdistill.benchmarks import balanced, list_tasks, reserved_tasks  # noqa: E402
+from ragdistill.method.teacher import BM25Retriever, query_text  # noqa: E402
+from ragdistill.method.rollout.lockstep import EpisodeSpec, RolloutConfig, read_episodes, run_rollouts  # noqa: E402
 
 
 def design_tasks(env: str, n: int, seed: int) -> list:
     """Tasks for choosing a design: ALFWorld valid_seen; WebShop reserved goals outside the demonstrations."""
     if env == "alfworld":
         return balanced(list_tasks("alfworld", "valid_seen"), n, seed)
-    from ragdistill.webshop_data import get_goal
-    from ragdistill.webshop_demos import demo_goals
+    from ragdistill.benchmarks.webshop.data import get_goal
+    from ragdistill.miniature.webshop_demos import demo_goals
 
     reserved = reserved_tasks("webshop")
     shown = {g.goal_id for g in demo_goals([get_goal(t.game_id) for t in reserved], 10_000)}
@@ -45,11 +45,11 @@ def design_tasks(env: str, n: int, seed: int) -> list:
 def demo_bank(env: str) -> dict:
     """The demonstration bank of the reserved tasks (the same one the small models were shown)."""
     if env == "alfworld":
-        from ragdistill.curriculum import demo_bank as alfworld_bank
+        from ragdistill.miniature.curriculum import demo_bank as alfworld_bank
 
         return alfworld_bank([{"game_id": t.game_id, "task_type": t.task_type} for t in reserved_tasks("alfworld")])
-    from ragdistill.webshop_data import get_goal
-    from ragdistill.webshop_demos import demo_bank as web_bank
+    from ragdistill.benchmarks.webshop.data import get_goal
+    from ragdistill.miniature.webshop_demos import demo_bank as web_bank
 
     return web_bank([get_goal(t.game_id) for t in reserved_tasks("webshop")])
 
@@ -67,12 +67,12 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    from ragdistill.models import LoadedModel, load_model
+    from ragdistill.models.loading import LoadedModel, load_model
 
     if args.model:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from ragdistill.profiles import get_profile
+        from ragdistill.models.profiles import get_profile
 
         tokenizer = AutoTokenizer.from_pretrained(args.model, padding_side="left")
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()

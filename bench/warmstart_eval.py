@@ -24,12 +24,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from ragdistill.alfworld_env import balanced_sample, list_games  # noqa: E402
-from ragdistill.analysis import wilson  # noqa: E402
-from ragdistill.backends import TransformersBackend  # noqa: E402
-from ragdistill.models import load_model  # noqa: E402
-from ragdistill.profiles import get_profile  # noqa: E402
-from ragdistill.rollout import EpisodeSpec, RolloutConfig, read_episodes, run_rollouts  # noqa: E402
+from ragdistill.benchmarks.alfworld.env import balanced_sample, list_games  # noqa: E402
+from ragdistill.method.analysis import wilson  # noqa: E402
+from ragdistill.generation.backends import TransformersBackend  # noqa: E402
+from ragdistill.models.loading import load_model  # noqa: E402
+from ragdistill.models.profiles import get_profile  # noqa: E402
+from ragdistill.method.rollout.lockstep import EpisodeSpec, RolloutConfig, read_episodes, run_rollouts  # noqa: E402
 
 
 def main() -> int:

@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from ragdistill.webshop_data import Product, load_shop
-from ragdistill.webshop_env import SearchIndex
+from ragdistill.benchmarks.webshop.data import Product, load_shop
+from ragdistill.benchmarks.webshop.env import SearchIndex
 
 
 def perturbed_texts(products: list[Product], n: int, seed: int = 0) -> tuple[list[str], list[str]]:

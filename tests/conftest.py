@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(config, items):
     waits on the lock and finds the model built.)"""
     needs = {item.path for item in items if _NEEDS_SMOKE & set(item.fixturenames)}
     items.sort(key=lambda item: item.path in needs)  # stable: file order kept within each group
-    from ragdistill.smoke import SmokeSpec, smoke_dest
+    from ragdistill.miniature.smoke import SmokeSpec, smoke_dest
 
     if needs and not (smoke_dest(SmokeSpec()) / "config.json").is_file():
         import subprocess
@@ -37,7 +37,7 @@ def pytest_collection_modifyitems(config, items):
         log = open(folder / f".{os.getpid()}-build.log", "w")
         # One thread: the test processes run beside it, and a second thread that waits for a busy core at every
         # parallel step makes the build several times slower, not faster.
-        config._smoke_build = subprocess.Popen([sys.executable, "-m", "ragdistill.smoke", "--threads", "1"],
+        config._smoke_build = subprocess.Popen([sys.executable, "-m", "ragdistill.miniature.smoke", "--threads", "1"],
                                                stdout=log, stderr=log)
 
 
@@ -51,7 +51,7 @@ def pytest_sessionfinish(session):
 @pytest.fixture(scope="session")
 def alfworld_root():
     """The ALFWorld data folder; a missing one fails with the message that says how to get it."""
-    from ragdistill.data import require_alfworld
+    from ragdistill.benchmarks.data import require_alfworld
 
     return require_alfworld()
 
@@ -59,7 +59,7 @@ def alfworld_root():
 @pytest.fixture(scope="session")
 def webshop_root(tmp_path_factory):
     """WEBSHOP_DATA when it holds data; else the small set unpacked from WEBSHOP_ARCHIVE (or ../shared/data)."""
-    from ragdistill import data
+    from ragdistill.benchmarks import data
 
     shared = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "webshop_small_1000.tar.xz"
     archive = os.environ.get("WEBSHOP_ARCHIVE") or (str(shared) if shared.is_file() else "")
@@ -79,7 +79,7 @@ def webshop_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def smoke_model(alfworld_root):
     """The smoke profile's model, built once (cached under RAGDISTILL_CACHE)."""
-    from ragdistill.models import load_model
+    from ragdistill.models.loading import load_model
 
     return load_model("smoke")
 
@@ -118,7 +118,7 @@ def served_smoke(smoke_model, tmp_path_factory):
     """`transformers serve` on loopback, offline, started and stopped by the project's own ManagedServer; it loads
     the model folder each request names (the smoke model, or any other local folder), so one server serves every
     test."""
-    from ragdistill.server import ManagedServer, ServerSpec
+    from ragdistill.generation.server import ManagedServer, ServerSpec
 
     hub_cache = tmp_path_factory.mktemp("hub")
     spec = ServerSpec("transformers-serve", smoke_model.path,
@@ -146,7 +146,7 @@ def assert_key_figures_equal_reference(run_dir, env: str) -> None:
     """A smoke chain's key figures equal its benchmark's part of tests/reference/smoke_chain.json (same model)."""
     import json
 
-    from ragdistill.regression import REFERENCE, differences, key_figures
+    from ragdistill.checks.regression import REFERENCE, differences, key_figures
 
     reference = json.loads(REFERENCE.read_text())[env]
     measured = key_figures(run_dir)
@@ -163,9 +163,9 @@ def assert_distilled_path_runs(run_dir) -> None:
     conditions played."""
     import json
 
-    from ragdistill.agents import HINT_BEGIN
-    from ragdistill.envs import is_training_task
-    from ragdistill.io import read_jsonl
+    from ragdistill.method.agents import HINT_BEGIN
+    from ragdistill.benchmarks import is_training_task
+    from ragdistill.run.io import read_jsonl
 
     metrics = lambda stage: json.loads((run_dir / stage / "metrics.json").read_text())  # noqa: E731
     won = lambda stage: {(e["game_id"], e["agent"]) for e in read_jsonl(run_dir / stage / "episodes.jsonl") if e["won"]}  # noqa: E731
@@ -191,7 +191,7 @@ def assert_distilled_path_runs(run_dir) -> None:
     episodes = list(read_jsonl(run_dir / "06_eval" / "episodes.jsonl"))
     assert all(sum(e["condition"] == c for e in episodes) > 0 for c in evaluation["conditions_played"])
     # The paired tests: teacher vs base and the distilled student vs base, SFT and the teacher, counted again here.
-    from ragdistill.evaluation import PAIRED_TESTS
+    from ragdistill.method.eval.tables import PAIRED_TESTS
 
     outcome = {(e["condition"], e["game_id"], e["agent"]): e["won"] for e in episodes}
     assert set(evaluation["paired"]) == {f"{a} vs {b}" for a, b in PAIRED_TESTS}
@@ -207,10 +207,10 @@ def assert_planted_leak_is_caught(run_dir) -> None:
     """One of the teacher's own hints, added to a real distilled example, fails the leak check."""
     import json
 
-    from ragdistill.dehint import LeakError, leak_check
-    from ragdistill.episodes import episode_key
-    from ragdistill.hints import load_bank
-    from ragdistill.io import read_jsonl
+    from ragdistill.method.dehint import LeakError, leak_check
+    from ragdistill.method.rollout.episodes import episode_key
+    from ragdistill.method.hints import load_bank
+    from ragdistill.run.io import read_jsonl
 
     distilled = list(read_jsonl(run_dir / "04_dehint" / "distilled.jsonl"))
     bank = [h.text for hs in load_bank(run_dir / "02_hints" / "bank.jsonl").values() for h in hs]

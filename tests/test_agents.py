@@ -1,8 +1,8 @@
 import pytest
 
-from ragdistill.agents import HINT_BEGIN, HINT_END, REACT, STATEACT, get_agent, hint_block, load_fewshot, parse_action
-from ragdistill.alfworld_env import TYPE_ORDER, is_reserved
-from ragdistill.demos import annotate, answer
+from ragdistill.method.agents import HINT_BEGIN, HINT_END, REACT, STATEACT, get_agent, hint_block, load_fewshot, parse_action
+from ragdistill.benchmarks.alfworld.env import TYPE_ORDER, is_reserved
+from ragdistill.miniature.demos import annotate, answer
 
 
 @pytest.mark.parametrize(
@@ -50,7 +50,7 @@ def test_fewshot_examples_come_from_reserved_train_games():
 
 
 def test_fewshot_actions_win_their_games(alfworld_root):
-    from ragdistill.alfworld_env import AlfworldEnv
+    from ragdistill.benchmarks.alfworld.env import AlfworldEnv
 
     for task_type, items in load_fewshot("react").items():
         for ex in items:
@@ -138,7 +138,7 @@ def test_grounded_thoughts_name_the_object_then_what_the_last_visit_found():
 def test_every_agent_cuts_its_answers_at_one_length():
     """A lockstep batch mixes agents under one token limit and an asynchronous episode uses its own agent's: one
     limit for all keeps the two giving the same episodes."""
-    from ragdistill.agents import get_agent
+    from ragdistill.method.agents import get_agent
 
     limits = {get_agent(name, env).max_new_tokens for name in ("react", "stateact") for env in ("alfworld", "webshop")}
     assert limits == {128}

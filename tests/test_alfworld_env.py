@@ -1,6 +1,6 @@
 import pytest
 
-from ragdistill.alfworld_env import (
+from ragdistill.benchmarks.alfworld.env import (
     NOTHING_HAPPENS,
     TYPE_ORDER,
     AlfworldEnv,
@@ -94,7 +94,7 @@ def test_old_put_syntax_wins_a_game(alfworld_root):
 
 def test_walkthroughs_of_a_balanced_valid_unseen_sample_are_won(alfworld_root):
     # All 134 are replayed by `python bench/replay_walkthroughs.py`; here 2 per type.
-    from ragdistill.walkthroughs import replay
+    from ragdistill.miniature.walkthroughs import replay
 
     games = balanced_sample(list_games("valid_unseen"), 12, seed=0)
     results = [replay(g) for g in games]

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ragdistill.agents import REACT
-from ragdistill.backends import MODES, BackendError, OpenAIBackend, TransformersBackend
+from ragdistill.method.agents import REACT
+from ragdistill.generation.backends import MODES, BackendError, OpenAIBackend, TransformersBackend
 
 from conftest import free_port, send_chat_completion
 
@@ -370,7 +370,7 @@ def penalised_smoke(smoke_model, tmp_path_factory):
 
     from transformers import AutoModelForCausalLM
 
-    from ragdistill.models import LoadedModel
+    from ragdistill.models.loading import LoadedModel
 
     folder = tmp_path_factory.mktemp("penalised")
     for item in os.listdir(smoke_model.path):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_distilled_path_runs, assert_key_figures_equal_reference, assert_planted_leak_is_caught
-from ragdistill.io import read_jsonl
-from ragdistill.pipeline import CHAIN_PARAMS, run_chain
+from ragdistill.run.io import read_jsonl
+from ragdistill.run.pipeline import CHAIN_PARAMS, run_chain
 
 pytestmark = pytest.mark.slow
 SMOKE = CHAIN_PARAMS["smoke"]
@@ -20,10 +20,10 @@ SMOKE = CHAIN_PARAMS["smoke"]
 
 @pytest.fixture(scope="module")
 def chain_terminal(alfworld_root, smoke_model, module_outputs):
-    """outputs/runs/chain/ after `python -m ragdistill.pipeline --profile smoke` ran every stage in order (the sizes
+    """outputs/runs/chain/ after `python -m ragdistill.run.pipeline --profile smoke` ran every stage in order (the sizes
     `make run` uses on smoke), and what it printed: stdout and stderr together, as a terminal shows them (the
     kernels' own stderr included)."""
-    proc = subprocess.run([sys.executable, "-m", "ragdistill.pipeline", "--profile", "smoke", "--run", "chain"],
+    proc = subprocess.run([sys.executable, "-m", "ragdistill.run.pipeline", "--profile", "smoke", "--run", "chain"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=dict(os.environ))
     (module_outputs / "terminal.txt").write_text(proc.stdout)  # to read when a test below fails
     assert proc.returncode == 0, proc.stdout[-4000:]
@@ -38,7 +38,7 @@ def chain(chain_terminal):
 
 def _bank_texts(run_dir) -> dict[str, set[str]]:
     """Stage 02's hint texts per task type."""
-    from ragdistill.hints import load_bank
+    from ragdistill.method.hints import load_bank
 
     return {t: {h.text for h in hs} for t, hs in load_bank(run_dir / "02_hints" / "bank.jsonl").items()}
 
@@ -48,7 +48,7 @@ def _metrics(run_dir, stage):
 
 
 def test_every_stage_wrote_its_folder(chain):
-    from ragdistill.pipeline import STAGES
+    from ragdistill.run.pipeline import STAGES
 
     for notebook, stage in STAGES.items():
         folder = chain / stage
@@ -102,7 +102,7 @@ def test_the_smoke_model_learned_the_games_stage_01_plays(chain, smoke_model):
 
 
 def test_02_hints_come_from_train_failures_only(chain):
-    from ragdistill.hints import load_bank, validate_hints
+    from ragdistill.method.hints import load_bank, validate_hints
 
     metrics = _metrics(chain, "02_hints")
     failures = [e for e in read_jsonl(chain / "01_failures" / "episodes.jsonl") if not e["won"]]
@@ -143,7 +143,7 @@ def test_03_teacher_plays_the_same_games_with_retrieved_hints(chain):
 
 
 def test_04_dehint_examples_are_hint_free(chain):
-    from ragdistill.agents import HINT_BEGIN
+    from ragdistill.method.agents import HINT_BEGIN
 
     metrics = _metrics(chain, "04_dehint")
     teacher = list(read_jsonl(chain / "03_teacher" / "teacher.jsonl"))
@@ -215,7 +215,7 @@ def test_key_figures_equal_the_committed_reference(chain):
 
 def test_one_step_fewer_in_stage_01_fails_the_reference(chain):
     """The reference stays sensitive: stage 01 played with `max_steps` 14 instead of 15 gives other figures."""
-    from ragdistill.regression import differences, key_figures, reference
+    from ragdistill.checks.regression import differences, key_figures, reference
 
     expected = reference("alfworld")["01_failures"]
     assert differences(key_figures(chain)["01_failures"], expected) == []  # the chain's own stage 01 agrees
@@ -236,7 +236,7 @@ EPISODE_STAGES = {"01_failure_collection", "03_teacher_generation", "06_evaluati
 
 
 def _executed_notebooks(run_dir):
-    from ragdistill.pipeline import STAGES
+    from ragdistill.run.pipeline import STAGES
 
     return {nb: json.loads((run_dir / stage / f"{nb}.ipynb").read_text()) for nb, stage in STAGES.items()}
 
@@ -244,7 +244,7 @@ def _executed_notebooks(run_dir):
 def test_the_terminal_shows_each_stage_s_progress_and_time(chain_terminal):
     """Every stage has its status lines while it runs (cells, bars); the stages that play episodes show their bar
     with the condition, episodes done of all, and the time left; each stage ends with its time."""
-    from ragdistill.pipeline import STAGES
+    from ragdistill.run.pipeline import STAGES
 
     _, text = chain_terminal
     for notebook in STAGES:
@@ -275,7 +275,7 @@ def test_the_end_of_the_run_prints_the_result_table_and_the_report_s_path(chain_
     run_dir, text = chain_terminal
     metrics = json.loads((run_dir / "06_eval" / "metrics.json").read_text())
     end = text[text.index("[chain] 06_evaluation.ipynb: done in"):]
-    from ragdistill.evaluation import LABELS
+    from ragdistill.method.eval.tables import LABELS
 
     for condition in metrics["conditions_played"]:
         row = next(line for line in end.splitlines() if line.startswith(LABELS[condition] + " "))
@@ -322,7 +322,7 @@ def _joined(html: str) -> str:
 
 
 def notebook_stage(notebook: str) -> str:
-    from ragdistill.pipeline import STAGES
+    from ragdistill.run.pipeline import STAGES
 
     return STAGES[notebook]
 

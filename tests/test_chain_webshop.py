@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_distilled_path_runs, assert_key_figures_equal_reference, assert_planted_leak_is_caught
-from ragdistill.envs import get_task, is_training_task
-from ragdistill.io import read_jsonl
-from ragdistill.pipeline import CHAIN_PARAMS, STAGES, run_chain
-from ragdistill.webshop_data import WEBSHOP_CATEGORIES
+from ragdistill.benchmarks import get_task, is_training_task
+from ragdistill.run.io import read_jsonl
+from ragdistill.run.pipeline import CHAIN_PARAMS, STAGES, run_chain
+from ragdistill.benchmarks.webshop.data import WEBSHOP_CATEGORIES
 
 pytestmark = pytest.mark.slow
 SMOKE = CHAIN_PARAMS["smoke"]

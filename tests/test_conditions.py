@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ragdistill.conditions import LocalModels, found_adapters, play_conditions
-from ragdistill.config import EvalConfig
-from ragdistill.hints import Hint
-from ragdistill.io import read_jsonl
+from ragdistill.method.eval.conditions import LocalModels, found_adapters, play_conditions
+from ragdistill.run.config import EvalConfig
+from ragdistill.method.hints import Hint
+from ragdistill.run.io import read_jsonl
 
 HINT_TEXTS = ["Open a closed receptacle before searching it.", "Look in every drawer before giving up.",
               "Go to the {receptacle} once you hold the {object}.", "Check the countertops first."]
@@ -38,7 +38,7 @@ def eval_run(smoke_model, outputs, alfworld_root):
                                   "batch_size": 3, "n_games": 3})
     for seed, name in enumerate(("sft", "distilled"), 1):
         make_adapter(smoke_model.path, cfg.run_dir / "05_student" / "adapters" / name, seed)
-    from ragdistill.envs import balanced, eval_tasks
+    from ragdistill.benchmarks import balanced, eval_tasks
 
     games = balanced(eval_tasks("alfworld", "valid_unseen"), cfg.n_games, seed=0)
     bank = {g.task_type: [Hint(f"{g.task_type}-{i}", g.task_type, t, "e", "g", "react", "heuristic")
@@ -50,16 +50,16 @@ class SeparateLoads:
     """Each condition on a model loaded for it alone (the base, or the base with that one adapter)."""
 
     def __init__(self, cfg):
-        from ragdistill.models import load_model
-        from ragdistill.weights import of_model
+        from ragdistill.models.loading import load_model
+        from ragdistill.models.weights import of_model
 
         self.cfg = cfg
         loaded = load_model("smoke")
         self.weights = of_model(loaded.model, loaded.path)  # what stage 06 records and compares with stage 05's
 
     def backend(self, condition):
-        from ragdistill.local import TransformersBackend
-        from ragdistill.models import load_model
+        from ragdistill.generation.local import TransformersBackend
+        from ragdistill.models.loading import load_model
 
         if condition in ("sft", "distilled"):
             loaded = load_model("smoke", adapter=str(found_adapters(self.cfg)[condition]))
@@ -95,7 +95,7 @@ def test_attached_adapters_stay_in_the_compute_dtype(smoke_model, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from ragdistill.models import attach_adapters
+    from ragdistill.models.loading import attach_adapters
 
     make_adapter(smoke_model.path, tmp_path / "a", 1)
     make_adapter(smoke_model.path, tmp_path / "b", 2)
@@ -112,7 +112,7 @@ def test_the_four_conditions_through_a_local_server_are_the_in_process_episodes(
     checkpoint of its own, asynchronous episodes) plays exactly the in-process episodes, texts and token counts."""
     import dataclasses
 
-    from ragdistill.conditions import ServerModels, condition_models
+    from ragdistill.method.eval.conditions import ServerModels, condition_models
 
     cfg, games, bank = eval_run
     with condition_models(cfg, found_adapters(cfg)) as models:
@@ -133,8 +133,8 @@ def test_a_folded_adapter_is_the_adapter_and_leaves_the_exact_weights(smoke_mode
     every weight bit for bit after, and is refused where folding would round (bf16)."""
     from transformers import AutoModelForCausalLM
 
-    from ragdistill.local import TransformersBackend
-    from ragdistill.models import attach_adapters, foldable, folded_adapter, load_model
+    from ragdistill.generation.local import TransformersBackend
+    from ragdistill.models.loading import attach_adapters, foldable, folded_adapter, load_model
 
     make_adapter(smoke_model.path, tmp_path / "a", 1)
     make_adapter(smoke_model.path, tmp_path / "b", 2)

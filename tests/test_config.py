@@ -2,8 +2,8 @@ import re
 
 import pytest
 
-from ragdistill.config import ConfigError, TourConfig
-from ragdistill.profiles import UnknownProfileError, get_profile
+from ragdistill.run.config import ConfigError, TourConfig
+from ragdistill.models.profiles import UnknownProfileError, get_profile
 
 
 def test_defaults_are_valid(outputs):
@@ -23,7 +23,7 @@ def test_an_unnamed_run_continues_the_newest_make_run_run(outputs):
 
 
 def test_an_unnamed_run_is_the_folder_of_the_chain(outputs):
-    from ragdistill.pipeline import run_chain
+    from ragdistill.run.pipeline import run_chain
 
     chain = run_chain("smoke", only=["no-such-stage"])  # names and creates the run folder, plays nothing
     assert TourConfig.from_params({"profile": "smoke"}).run_dir == chain
@@ -32,7 +32,7 @@ def test_an_unnamed_run_is_the_folder_of_the_chain(outputs):
 def test_auto_profile_is_cpu_or_the_gpu_profile_with_cuda(outputs, monkeypatch):
     import torch
 
-    from ragdistill.profiles import default_profile
+    from ragdistill.models.profiles import default_profile
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert default_profile() == "cpu" and TourConfig.from_params({"profile": "auto"}).profile == "cpu"
@@ -42,8 +42,8 @@ def test_auto_profile_is_cpu_or_the_gpu_profile_with_cuda(outputs, monkeypatch):
 
 
 def test_env_picks_the_benchmark_defaults():
-    from ragdistill.config import EvalConfig, FailureConfig, HintConfig
-    from ragdistill.config import StudentConfig
+    from ragdistill.run.config import EvalConfig, FailureConfig, HintConfig
+    from ragdistill.run.config import StudentConfig
 
     web = {"env": "webshop"}
     assert TourConfig.from_params(web).resolved_split == "test"
@@ -61,7 +61,7 @@ def test_env_picks_the_benchmark_defaults():
 
 
 def test_stages_of_a_run_must_share_the_env(tmp_path, monkeypatch):
-    from ragdistill.config import FailureConfig, HintConfig
+    from ragdistill.run.config import FailureConfig, HintConfig
 
     monkeypatch.setenv("RAGDISTILL_OUTPUTS", str(tmp_path))
     first = FailureConfig.from_params({"run": "mixed"})
@@ -69,7 +69,7 @@ def test_stages_of_a_run_must_share_the_env(tmp_path, monkeypatch):
     (first.stage_dir / "episodes.jsonl").write_text("")
     with pytest.raises(ConfigError, match="played alfworld in stage 01_failures"):
         HintConfig.from_params({"run": "mixed", "env": "webshop"}).input_file("01_failures", "episodes.jsonl")
-    from ragdistill.config import DehintConfig, StudentConfig
+    from ragdistill.run.config import DehintConfig, StudentConfig
 
     dehint = DehintConfig.from_params({"run": "mixed"})
     dehint.save()
@@ -130,7 +130,7 @@ def test_from_globals_takes_plain_values_only():
 
 
 PARAMS = 'profile = "smoke"\nenv = "alfworld"\nrun = "tour"\nseed = 0\ngame_index = 0\nsplit = ""  # empty: the evaluation split\n'
-CONFIG = "from ragdistill.config import TourConfig\n\ncfg = TourConfig.from_globals(globals())\n"
+CONFIG = "from ragdistill.run.config import TourConfig\n\ncfg = TourConfig.from_globals(globals())\n"
 
 
 def test_the_config_cell_runs_again_after_later_cells(outputs):
@@ -170,7 +170,7 @@ def test_saved_config_lands_in_the_stage_folder(outputs):
 
 
 def test_every_benchmark_implements_the_whole_interface():
-    from ragdistill.envs import BENCHMARKS, Benchmark
+    from ragdistill.benchmarks import BENCHMARKS, Benchmark
 
     methods = [n for n, v in vars(Benchmark).items() if callable(v) and not n.startswith("_")]
     assert len(methods) >= 9
@@ -181,7 +181,7 @@ def test_every_benchmark_implements_the_whole_interface():
 
 
 def test_saving_says_which_settings_differ_from_the_stage_s_first_start(outputs, capsys):
-    from ragdistill.config import FailureConfig
+    from ragdistill.run.config import FailureConfig
 
     FailureConfig.from_params({"run": "r2", "max_steps": 15, "fewshot": False}).save()  # as the chain on cpu
     FailureConfig.from_params({"run": "r2", "max_steps": 15, "fewshot": False}).save()

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from ragdistill import data
-from ragdistill.data import DataNotFoundError, require_alfworld
+from ragdistill.benchmarks import data
+from ragdistill.benchmarks.data import DataNotFoundError, require_alfworld
 
 SHARED_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "alfworld_json_2.1.3.tar.xz"
 
@@ -32,7 +32,7 @@ def test_empty_data_folder_says_how_to_get_it(tmp_path, monkeypatch):
 
 
 def test_environment_listing_fails_with_the_same_message(tmp_path, monkeypatch):
-    from ragdistill.alfworld_env import list_games
+    from ragdistill.benchmarks.alfworld.env import list_games
 
     monkeypatch.setenv("ALFWORLD_DATA", str(tmp_path / "nowhere"))
     with pytest.raises(DataNotFoundError, match="alfworld-download"):
@@ -41,7 +41,7 @@ def test_environment_listing_fails_with_the_same_message(tmp_path, monkeypatch):
 
 def test_make_data_cli_reports_a_bad_archive_and_exits_2(tmp_path):
     env = dict(os.environ, ALFWORLD_DATA=str(tmp_path / "d"), ALFWORLD_ARCHIVE=str(tmp_path / "missing.tar.xz"))
-    result = subprocess.run([sys.executable, "-m", "ragdistill.data"], env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "ragdistill.benchmarks.data"], env=env, capture_output=True, text=True)
     assert result.returncode == 2
     assert "is not a file" in result.stderr
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from ragdistill.agents import HINT_BEGIN, get_agent
-from ragdistill.alfworld_env import list_games
-from ragdistill.dehint import LeakError, build_examples, episode_messages, find_leaks, leak_check
+from ragdistill.method.agents import HINT_BEGIN, get_agent
+from ragdistill.benchmarks.alfworld.env import list_games
+from ragdistill.method.dehint import LeakError, build_examples, episode_messages, find_leaks, leak_check
 
 HINTS = ["Heat the {object} with the microwave before you move it to the {receptacle}.",
          "Open a closed receptacle before searching it; closed ones hide the objects inside."]

@@ -11,8 +11,8 @@ import pytest
 # an invalid command and a revisit mixed in, recording everything the agent or the chain reads at each step.
 PLAY = r"""
 import json, sys
-from ragdistill import engine_memo
-from ragdistill.alfworld_env import AlfworldEnv, get_game, walkthrough
+from ragdistill.benchmarks.alfworld import engine_memo
+from ragdistill.benchmarks.alfworld.env import AlfworldEnv, get_game, walkthrough
 mode, game_ids = sys.argv[1], json.loads(sys.argv[2])  # read first: the PDDL translator rewrites sys.argv
 if mode == "plain":
     engine_memo.install = lambda: None  # the engine as shipped
@@ -53,7 +53,7 @@ def _play(mode: str, game_ids: list[str]) -> dict:
 
 @pytest.mark.slow
 def test_memoized_engine_gives_the_same_steps_as_the_plain_engine(alfworld_root):
-    from ragdistill.alfworld_env import list_games
+    from ragdistill.benchmarks.alfworld.env import list_games
 
     games = list_games("valid_seen")
     # one game of each of three task types, so the grammar's rules for cleaning and heating are derived too

@@ -6,10 +6,10 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from ragdistill.alfworld_env import TYPE_ORDER, list_games
-from ragdistill.backends import OpenAIBackend
-from ragdistill.alfworld_hints import diagnose
-from ragdistill.hints import (
+from ragdistill.benchmarks.alfworld.env import TYPE_ORDER, list_games
+from ragdistill.generation.backends import OpenAIBackend
+from ragdistill.benchmarks.alfworld.hints import diagnose
+from ragdistill.method.hints import (
     MAX_CHARS,
     HintFormatError,
     build_bank,
@@ -20,7 +20,7 @@ from ragdistill.hints import (
     similarity,
     validate_hints,
 )
-from ragdistill.io import read_jsonl
+from ragdistill.run.io import read_jsonl
 
 from conftest import free_port, send_chat_completion
 

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from ragdistill.io import append_jsonl, atomic_write_json, read_jsonl
+from ragdistill.run.io import append_jsonl, atomic_write_json, read_jsonl
 
 
 def test_atomic_write_leaves_no_temp_files(tmp_path):
@@ -26,7 +26,7 @@ def test_a_torn_last_line_is_skipped_but_damage_elsewhere_is_an_error(tmp_path):
 
 
 def test_a_staged_folder_is_published_whole_and_a_second_build_yields_to_the_first(tmp_path):
-    from ragdistill.io import publish_dir, staging_dir
+    from ragdistill.run.io import publish_dir, staging_dir
 
     dest = tmp_path / "models" / "m"
     first, second = staging_dir(dest), staging_dir(dest)

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from ragdistill.lucene_analysis import STOP_WORDS, analyze, tokenize
-from ragdistill.porter import stem
-from ragdistill.webshop_search import LENGTH_TABLE, SearchIndex, byte4_to_int, int_to_byte4
+from ragdistill.benchmarks.webshop.lucene import STOP_WORDS, analyze, tokenize
+from ragdistill.benchmarks.webshop.porter import stem
+from ragdistill.benchmarks.webshop.search import LENGTH_TABLE, SearchIndex, byte4_to_int, int_to_byte4
 
 
 @pytest.mark.parametrize("word, expected", [

@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from ragdistill.alfworld_env import AlfworldEnv, balanced_sample, list_games
-from ragdistill.models import answer_chat, load_model
-from ragdistill.warmstart import build_cpu_checkpoint
-from ragdistill.agents import REACT
+from ragdistill.benchmarks.alfworld.env import AlfworldEnv, balanced_sample, list_games
+from ragdistill.models.loading import answer_chat, load_model
+from ragdistill.miniature.warmstart import build_cpu_checkpoint
+from ragdistill.method.agents import REACT
 
 CHAT = [
     {"role": "system", "content": "You play a text game."},
@@ -33,7 +33,7 @@ def test_smoke_model_is_tiny_and_learnt_to_answer_with_actions(smoke_model):
     untrained (which writes noise)."""
     from transformers import AutoModelForCausalLM
 
-    from ragdistill.models import LoadedModel
+    from ragdistill.models.loading import LoadedModel
 
     n_params = sum(p.numel() for p in smoke_model.model.parameters())
     assert 50_000 < n_params < 2_000_000
@@ -79,7 +79,7 @@ def test_cpu_model_is_smollm2_from_the_gguf_and_generates(cpu_model):
 def test_cpu_template_renders_like_smollm2_stock_template(cpu_model):
     from transformers import AutoTokenizer
 
-    from ragdistill.warmstart import SMOLLM2_GGUF, _smollm2_folder
+    from ragdistill.miniature.warmstart import SMOLLM2_GGUF, _smollm2_folder
 
     stock = AutoTokenizer.from_pretrained(_smollm2_folder(), gguf_file=SMOLLM2_GGUF)
     ours = cpu_model.tokenizer
@@ -96,7 +96,8 @@ def test_cpu_template_renders_like_smollm2_stock_template(cpu_model):
 def test_gpu_profiles_name_hub_models_and_the_dtype_follows_the_device(monkeypatch):
     """4-bit NF4 on CUDA, off on CPU; bf16 compute only where the GPU has it natively: a card that emulates it
     (T4, Turing: torch's plain check says yes) computes in fp16."""
-    from ragdistill import checkpoints, models
+    from ragdistill.models import checkpoints
+    from ragdistill.models import loading as models
 
     assert checkpoints.model_path("gpu-14b") == "Qwen/Qwen2.5-14B-Instruct"
     assert models.wants_4bit(cuda=True, forced=None) and not models.wants_4bit(cuda=False, forced=None)

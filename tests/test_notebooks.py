@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from ragdistill.nbcheck import check_kwargs, check_notebook
-from ragdistill.pipeline import STAGES, declared_parameters, notebooks
+from ragdistill.checks.nbcheck import check_kwargs, check_notebook
+from ragdistill.run.pipeline import STAGES, declared_parameters, notebooks
 
 NOTEBOOKS = notebooks()
 
@@ -50,7 +50,7 @@ def test_kwargs_check_knows_transformers_and_trl():
 
 
 def test_library_modules_pass_the_kwargs_check():
-    from ragdistill.nbcheck import check_module
+    from ragdistill.checks.nbcheck import check_module
 
     lib = Path(__file__).resolve().parents[1] / "lib" / "ragdistill"
     problems = [str(p) for m in sorted(lib.rglob("*.py")) for p in check_module(m)]
@@ -61,7 +61,7 @@ def test_library_modules_pass_the_kwargs_check():
 def test_a_bad_parameter_fails_the_notebook_with_the_config_message(alfworld_root, outputs):
     import papermill as pm
 
-    from ragdistill.pipeline import execute
+    from ragdistill.run.pipeline import execute
 
     with pytest.raises(pm.PapermillExecutionError) as err:
         execute(NOTEBOOKS[0], outputs / "runs" / "bad", {"profile": "smoke", "gmae_index": 1})
@@ -69,7 +69,7 @@ def test_a_bad_parameter_fails_the_notebook_with_the_config_message(alfworld_roo
 
 
 def test_chain_settings_go_to_the_notebooks_that_have_them(outputs):
-    from ragdistill.pipeline import _setting, declared_parameters, run_chain
+    from ragdistill.run.pipeline import _setting, declared_parameters, run_chain
 
     names = {nb.stem: declared_parameters(nb) for nb in NOTEBOOKS}
     for stem in ("01_failure_collection", "03_teacher_generation", "06_evaluation"):
@@ -84,8 +84,8 @@ def test_parameters_cells_name_every_field_of_their_config():
     """The config cell finds the parameters cell by the names every one has (config.from_globals)."""
     import dataclasses
 
-    from ragdistill import config
-    from ragdistill.train import StudentConfig
+    from ragdistill.run import config
+    from ragdistill.method.student.train import StudentConfig
 
     classes = [config.TourConfig, config.FailureConfig, config.HintConfig, config.TeacherConfig, config.DehintConfig,
                StudentConfig, config.EvalConfig]
@@ -102,7 +102,7 @@ def test_progress_bars_are_headless_in_the_chain_and_widgets_elsewhere():
     import subprocess
     import sys
 
-    code = ("import tqdm.auto, ragdistill.progress as p; "
+    code = ("import tqdm.auto, ragdistill.run.progress as p; "
             "print(p.tqdm is p.HeadlessBar, tqdm.auto.tqdm is p.HeadlessBar, p.tqdm is tqdm.auto.tqdm)")
     env = {k: v for k, v in os.environ.items() if k != "RAGDISTILL_TEXT_PROGRESS"}
     plain = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -120,7 +120,7 @@ def test_a_headless_bar_leaves_one_line_and_reports_its_state(tmp_path):
     import sys
 
     events = tmp_path / "events.jsonl"
-    code = ("import time\nfrom ragdistill.progress import tqdm\n"
+    code = ("import time\nfrom ragdistill.run.progress import tqdm\n"
             "for _ in tqdm(range(4), desc='base', unit='episodes', mininterval=0):\n    time.sleep(0.6)\n")
     run = subprocess.run([sys.executable, "-c", code], env={**os.environ, "RAGDISTILL_TEXT_PROGRESS": str(events)},
                          capture_output=True, text=True, check=True)
@@ -163,7 +163,7 @@ def _shown(path: Path) -> list[tuple[int, list[str]]]:
             return None
 
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and dotted(node.func) == "ragdistill.show.source":
+            if isinstance(node, ast.Call) and dotted(node.func) == "ragdistill.run.show.source":
                 found.append((index, [dotted(arg) or ast.unparse(arg) for arg in node.args]))
     return found
 
@@ -174,8 +174,8 @@ def test_each_stage_notebook_shows_the_library_code_at_its_heart(path):
     (a rename breaks this test), and what it shows stays short enough to read."""
     import nbformat
 
-    from ragdistill.nbcheck import _resolve
-    from ragdistill.show import source_text
+    from ragdistill.checks.nbcheck import _resolve
+    from ragdistill.run.show import source_text
 
     cells = nbformat.read(path, 4).cells
     shown = _shown(path)
@@ -190,13 +190,13 @@ def test_each_stage_notebook_shows_the_library_code_at_its_heart(path):
 
 
 def test_show_source_reads_functions_and_methods():
-    from ragdistill.agents import Agent
-    from ragdistill.analysis import wilson
-    from ragdistill.show import source, source_text
+    from ragdistill.method.agents import Agent
+    from ragdistill.method.analysis import wilson
+    from ragdistill.run.show import source, source_text
 
     text = source_text(wilson, Agent.system_prompt)
-    assert text.startswith("# ragdistill.analysis.wilson\ndef wilson(")
-    assert "# ragdistill.agents.Agent.system_prompt\ndef system_prompt(self" in text  # dedented out of its class
+    assert text.startswith("# ragdistill.method.analysis.wilson\ndef wilson(")
+    assert "# ragdistill.method.agents.Agent.system_prompt\ndef system_prompt(self" in text  # dedented out of its class
     assert source(wilson).data == source_text(wilson)
     with pytest.raises(ValueError):
         source_text()

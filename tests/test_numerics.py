@@ -9,8 +9,8 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ragdistill.numerics import PROBE_TASKS, behaviour, probe_chats, weights_hash
-from ragdistill.smoke import SmokeSpec
+from ragdistill.checks.numerics import PROBE_TASKS, behaviour, probe_chats, weights_hash
+from ragdistill.miniature.smoke import SmokeSpec
 
 # Trained long enough for differences to compound over the steps, small enough to build twice in a few minutes.
 SMALL = SmokeSpec(games_per_type=1, webshop_goals=2, train_steps=40, batch_tokens=2048, variants=1, chain_tasks=2,
@@ -22,7 +22,7 @@ OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "MK
 def _build(dest: Path, extra_env: dict, threads: int) -> Path:
     """Build SMALL in a fresh process whose libraries start with `extra_env` over this environment."""
     env = {**os.environ, **extra_env, "OMP_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "ragdistill.smoke", "--spec", json.dumps(asdict(SMALL)), "--dest", str(dest),
+    cmd = [sys.executable, "-m", "ragdistill.miniature.smoke", "--spec", json.dumps(asdict(SMALL)), "--dest", str(dest),
            "--threads", str(threads)]
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=900)
     return dest

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ragdistill.paged import paged_buffers, paged_bytes, release_paged_state
+from ragdistill.method.student.paged import paged_buffers, paged_bytes, release_paged_state
 
 pytest.importorskip("bitsandbytes")
 

@@ -7,9 +7,9 @@ from importlib import resources
 
 import pytest
 
-from ragdistill.config import StudentConfig
-from ragdistill.pipeline import CHAIN_PARAMS
-from ragdistill.profiles import PROFILES
+from ragdistill.run.config import StudentConfig
+from ragdistill.run.pipeline import CHAIN_PARAMS
+from ragdistill.models.profiles import PROFILES
 
 # The values the code held before the recipes (profiles.PROFILES, envs.LORA capped by the profile's LoRA size,
 # pipeline.CHAIN_PARAMS): moving them into files must change none of them.

@@ -9,9 +9,9 @@ import pytest
 
 from conftest import send_chat_completion
 
-from ragdistill.backends import OpenAIBackend, TransformersBackend
-from ragdistill.hints import Hint
-from ragdistill.retrieval import (
+from ragdistill.generation.backends import OpenAIBackend, TransformersBackend
+from ragdistill.method.hints import Hint
+from ragdistill.method.teacher import (
     BM25Retriever,
     EmbeddingRetriever,
     LLMSelector,
@@ -76,8 +76,8 @@ def test_bm25_ignores_placeholders_and_falls_back_to_bank_order():
 def test_hints_at_t0_gives_each_starting_episode_the_texts_of_its_own_types_hints(tmp_path):
     """The rollouts' hint source on a bank saved and loaded as stage 02 writes it: one list of k hint texts per
     starting episode, from its own type's bank, matched on its task and first observation."""
-    from ragdistill.hints import load_bank, save_bank
-    from ragdistill.rollout import EpisodeSpec
+    from ragdistill.method.hints import load_bank, save_bank
+    from ragdistill.method.rollout.lockstep import EpisodeSpec
 
     save_bank(tmp_path / "bank.jsonl", [h for hints in BANK.values() for h in hints])
     bank = load_bank(tmp_path / "bank.jsonl")

@@ -5,12 +5,12 @@ import sys
 from collections import Counter
 
 
-from ragdistill.agents import get_agent
-from ragdistill.alfworld_env import balanced_sample, training_pool
-from ragdistill.backends import TransformersBackend
-from ragdistill.envpool import EnvPool
-from ragdistill.io import read_jsonl
-from ragdistill.rollout import EpisodeSpec, RolloutConfig, run_rollouts
+from ragdistill.method.agents import get_agent
+from ragdistill.benchmarks.alfworld.env import balanced_sample, training_pool
+from ragdistill.generation.backends import TransformersBackend
+from ragdistill.benchmarks.pool import EnvPool
+from ragdistill.run.io import read_jsonl
+from ragdistill.method.rollout.lockstep import EpisodeSpec, RolloutConfig, run_rollouts
 
 CFG = RolloutConfig(max_steps=6, batch_size=3, workers=0, fewshot=False)
 
@@ -89,10 +89,10 @@ def test_worker_processes_step_like_in_process_envs(alfworld_root):
 
 KILL_SCRIPT = """
 import os, signal, sys
-from ragdistill.alfworld_env import balanced_sample, training_pool
-from ragdistill.backends import TransformersBackend
-from ragdistill.models import load_model
-from ragdistill.rollout import EpisodeSpec, RolloutConfig, run_rollouts
+from ragdistill.benchmarks.alfworld.env import balanced_sample, training_pool
+from ragdistill.generation.backends import TransformersBackend
+from ragdistill.models.loading import load_model
+from ragdistill.method.rollout.lockstep import EpisodeSpec, RolloutConfig, run_rollouts
 
 class DiesMidway(TransformersBackend):
     # Killed inside its 10th model call: the first two episodes (8 steps at most) are written by then, and
@@ -129,7 +129,7 @@ def test_a_killed_rollout_resumes_without_losing_or_repeating_episodes(smoke_mod
 
 
 def _server_backend(served_smoke, smoke_model, concurrency=3):
-    from ragdistill.remote import OpenAIBackend
+    from ragdistill.generation.remote import OpenAIBackend
 
     return OpenAIBackend(smoke_model.path, base_url=served_smoke, concurrency=concurrency, server="transformers",
                          max_retries=2, backoff=0.1)
@@ -157,9 +157,9 @@ def test_asynchronous_rollouts_give_the_lockstep_episodes(served_smoke, smoke_mo
 
 ASYNC_KILL_SCRIPT = """
 import os, signal, sys, threading
-from ragdistill.alfworld_env import balanced_sample, training_pool
-from ragdistill.remote import OpenAIBackend
-from ragdistill.rollout import EpisodeSpec, RolloutConfig, run_rollouts
+from ragdistill.benchmarks.alfworld.env import balanced_sample, training_pool
+from ragdistill.generation.remote import OpenAIBackend
+from ragdistill.method.rollout.lockstep import EpisodeSpec, RolloutConfig, run_rollouts
 
 class DiesMidway(OpenAIBackend):
     # Killed as it sends its 30th request. With 2 in flight, 28 or more have been answered, split over the two

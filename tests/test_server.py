@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ragdistill.server import ManagedServer, ServerError, ServerSpec, server_command
+from ragdistill.generation.server import ManagedServer, ServerError, ServerSpec, server_command
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def _gone(pid: int, within: float = 30.0) -> bool:
 
 
 def test_a_started_server_answers_and_stops_on_success_and_on_an_error(smoke_model, tmp_path):
-    from ragdistill.remote import OpenAIBackend
+    from ragdistill.generation.remote import OpenAIBackend
 
     with ManagedServer(_spec(tmp_path), tmp_path / "a.log", ready_timeout=180) as server:
         pid = server.proc.pid
@@ -96,7 +96,7 @@ def test_a_server_that_cannot_start_says_why(tmp_path):
 
 HOLDER = """
 import os, sys, time
-from ragdistill.server import ManagedServer, ServerSpec
+from ragdistill.generation.server import ManagedServer, ServerSpec
 spec = ServerSpec("transformers-serve", "unused", env={"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": sys.argv[2], "OMP_NUM_THREADS": "1"})
 server = ManagedServer(spec, sys.argv[2] + "/holder.log", ready_timeout=180)
 with server if sys.argv[3] == "with" else server.start():

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from scipy.stats import binomtest
 
-from ragdistill.analysis import discordant, mcnemar_exact, pair_up, paired, summary, wilson
-from ragdistill.evaluation import (condition_summary, game_interval, holm, interval_table, paired_test, paired_tests,
+from ragdistill.method.analysis import discordant, mcnemar_exact, pair_up, paired, summary, wilson
+from ragdistill.method.eval.tables import (condition_summary, game_interval, holm, interval_table, paired_test, paired_tests,
                                   paired_tests_per_agent, results_table, token_reduction)
 
 # Newcombe (1998), "Two-sided confidence intervals for the single proportion", Statistics in Medicine 17,
@@ -176,9 +176,9 @@ def test_token_saving_splits_into_hint_block_few_shot_examples_and_steps(monkeyp
     n lines makes the prompt n + 1 lines longer. The hint block of k hints is BEGIN, the preamble, k hints, END: k + 3
     lines, k + 4 in all (3 hints: 7, 2 hints: 6) at every step. A few-shot example below is "Example i:", the room,
     two answer lines and the reply: 5 lines, 6 in all; the agents show two: 12 at every step."""
-    from ragdistill import agents
-    from ragdistill.analysis import episodes_frame
-    from ragdistill.evaluation import token_parts, token_reduction, token_saving_parts
+    from ragdistill.method import agents
+    from ragdistill.method.analysis import episodes_frame
+    from ragdistill.method.eval.tables import token_parts, token_reduction, token_saving_parts
 
     example = {"observation": "You are in a room.",
                "steps": [{"answer": "think: look\naction: go to desk 1", "observation": "You arrive at desk 1."}]}
@@ -213,7 +213,7 @@ def test_token_saving_splits_into_hint_block_few_shot_examples_and_steps(monkeyp
 
 
 def test_success_bars_carry_the_wilson_intervals(frame):
-    from ragdistill.evaluation import success_bars
+    from ragdistill.method.eval.tables import success_bars
 
     rates, yerr = success_bars(frame)
     assert list(rates.index) == ["put", "clean", "heat", "all"] and list(rates.columns) == ["base", "hints", "distilled"]

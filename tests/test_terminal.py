@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from ragdistill.live import StageStatus, bar_text, cell_summary, describe_bar
+from ragdistill.run.live import StageStatus, bar_text, cell_summary, describe_bar
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess:

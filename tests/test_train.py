@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ragdistill.config import ConfigError
-from ragdistill.io import write_jsonl
-from ragdistill.train import (
+from ragdistill.run.config import ConfigError
+from ragdistill.run.io import write_jsonl
+from ragdistill.method.student.train import (
     QWEN25_DEFAULT_SYSTEM,
     GpuOutOfMemory,
     StudentConfig,
@@ -32,9 +32,9 @@ FAST = {"profile": "smoke", "effective_batch": 2, "learning_rate": 5e-3, "max_st
 @pytest.fixture(scope="module")
 def episodes(alfworld_root):
     """Real ALFWorld walkthroughs (one searching visit first) of training-pool games the smoke model never saw."""
-    from ragdistill.alfworld_env import balanced_sample, training_pool
-    from ragdistill.paths import cache_dir
-    from ragdistill.walkthroughs import cached_replays
+    from ragdistill.benchmarks.alfworld.env import balanced_sample, training_pool
+    from ragdistill.run.paths import cache_dir
+    from ragdistill.miniature.walkthroughs import cached_replays
 
     games = balanced_sample(training_pool(), 4, seed=11)
     return cached_replays(games, cache_dir() / "walkthroughs" / "pool-tests-detours1.jsonl", detours=1)
@@ -42,7 +42,7 @@ def episodes(alfworld_root):
 
 def dehint_rows(episodes, source: str) -> list[dict]:
     """Stage 04's line format: hint-free chats in both agents' formats, ending on the last answer."""
-    from ragdistill.curriculum import demo_chat
+    from ragdistill.miniature.curriculum import demo_chat
 
     rows = []
     for record in episodes:
@@ -102,7 +102,7 @@ def test_device_rules_with_the_device_as_an_input():
 
 
 def test_stage_04_and_05_share_one_length_limit(outputs):
-    from ragdistill.config import MAX_EXAMPLE_TOKENS, DehintConfig
+    from ragdistill.run.config import MAX_EXAMPLE_TOKENS, DehintConfig
 
     assert DehintConfig().max_length == MAX_EXAMPLE_TOKENS >= 4096  # a 50-step StateAct episode is about 4k tokens
     assert StudentConfig.from_params({"run": "lim"}).length_limit == MAX_EXAMPLE_TOKENS
@@ -117,7 +117,7 @@ def test_marked_template_renders_like_qwen25_stock_template(smoke_model):
 
     from trl.chat_template_utils import qwen2_5_chat_template
 
-    from ragdistill.chat_template import chatml_template
+    from ragdistill.models.chat_template import chatml_template
 
     tok = copy.deepcopy(smoke_model.tokenizer)
     tok.chat_template = qwen2_5_chat_template  # TRL ships Qwen2.5-Instruct's stock template verbatim
@@ -143,7 +143,7 @@ def test_assistant_mask_covers_exactly_the_assistant_turns(smoke_model, outputs,
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from ragdistill.train import load_base, sft_config
+    from ragdistill.method.student.train import load_base, sft_config
 
     cfg = StudentConfig.from_params({**FAST, "run": run04})
     tok = load_tokenizer(cfg)
@@ -183,7 +183,7 @@ def test_overlong_examples_are_counted_and_dropped_or_kept_whole(smoke_model, ou
 
 @pytest.mark.slow
 def test_training_lowers_the_loss_and_saves_a_loadable_adapter(smoke_model, outputs, run04):
-    from ragdistill.models import answer_chat, load_model
+    from ragdistill.models.loading import answer_chat, load_model
 
     cfg = StudentConfig.from_params({**FAST, "run": run04, "max_steps": 6})
     cfg.save()
@@ -314,7 +314,7 @@ def test_empty_input_says_what_to_change_and_trains_nothing(outputs):
 
 
 def test_out_of_memory_becomes_a_message_that_names_the_memory_parameters(smoke_model, outputs, run04, monkeypatch):
-    import ragdistill.train as train
+    import ragdistill.method.student.train as train
 
     cfg = StudentConfig.from_params({**FAST, "run": run04, "adapters": ["sft"]})
 
@@ -337,7 +337,7 @@ def test_out_of_memory_becomes_a_message_that_names_the_memory_parameters(smoke_
 @pytest.mark.slow
 def test_script_entry_point_trains_and_reports_bad_options(smoke_model, outputs, run04):
     env = {**os.environ, "RAGDISTILL_OUTPUTS": str(outputs), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "ragdistill.train", "--run", run04, "--profile", "smoke", "--adapters", "sft",
+    cmd = [sys.executable, "-m", "ragdistill.method.student.train", "--run", run04, "--profile", "smoke", "--adapters", "sft",
            "--max-steps", "2", "--effective-batch", "2"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -352,7 +352,7 @@ def test_script_entry_point_trains_and_reports_bad_options(smoke_model, outputs,
 
 @pytest.mark.slow
 def test_notebook_05_trains_on_smoke_and_skips_plainly_without_data(smoke_model, outputs, episodes):
-    from ragdistill.pipeline import run_chain
+    from ragdistill.run.pipeline import run_chain
 
     write_dehint(outputs, "nb05", dehint_rows(episodes[:2], "distilled"), dehint_rows(episodes[2:], "sft"))
     run_dir = run_chain("smoke", run="nb05", only=["05_student"], extra={"max_steps": 3, "effective_batch": 2})

@@ -11,8 +11,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ragdistill.alfworld_env import is_reserved, list_games, training_pool
-from ragdistill.warmstart import WarmSpec, build_warm_checkpoint, demo_chats, demo_games, demo_records, warm_spec
+from ragdistill.benchmarks.alfworld.env import is_reserved, list_games, training_pool
+from ragdistill.miniature.warmstart import WarmSpec, build_warm_checkpoint, demo_chats, demo_games, demo_records, warm_spec
 
 
 def test_demonstrations_come_only_from_reserved_train_games(alfworld_root):
@@ -30,8 +30,8 @@ def test_demonstrations_come_only_from_reserved_train_games(alfworld_root):
 
 
 def test_closed_target_games_are_extra_reserved_games_whose_target_starts_closed(alfworld_root):
-    from ragdistill.alfworld_env import folder_names
-    from ragdistill.warmstart import CLOSABLE
+    from ragdistill.benchmarks.alfworld.env import folder_names
+    from ragdistill.miniature.warmstart import CLOSABLE
 
     spec = WarmSpec(closed_targets=40)
     games = demo_games(spec)
@@ -75,9 +75,9 @@ def test_webshop_demonstrations_choose_the_options_only_under_a_hint_block_that_
     """The WebShop warm-start's demonstrations: reserved goals only (products no stage and no test goal has),
     each buying the goal's own product; those whose hint block says to click the asked options choose every one,
     the others none; in both agents' formats, alternating."""
-    from ragdistill.envs import benchmark
-    from ragdistill.webshop_data import get_goal
-    from ragdistill.webshop_demos import says_choose_options
+    from ragdistill.benchmarks import benchmark
+    from ragdistill.benchmarks.webshop.data import get_goal
+    from ragdistill.miniature.webshop_demos import says_choose_options
 
     spec = replace(warm_spec("webshop"), games=20)
     goals = demo_games(spec)
@@ -109,8 +109,8 @@ def test_webshop_demonstrations_choose_the_options_only_under_a_hint_block_that_
 def test_webshop_failure_bank_holds_what_the_extractor_says_of_plain_purchases(webshop_root):
     """bank="failures": per category, stage 02's extractor on each goal's purchase without options: the options
     rule naming the kinds a goal asked for, no product id and no digit; a full-reward purchase adds nothing."""
-    from ragdistill.hints import validate_hints
-    from ragdistill.webshop_demos import WebMix, failure_bank, play, webshop_demos
+    from ragdistill.method.hints import validate_hints
+    from ragdistill.miniature.webshop_demos import WebMix, failure_bank, play, webshop_demos
 
     goals = demo_games(replace(warm_spec("webshop"), games=12))
     mix = WebMix(bank="failures", ids_as_shown=True)
@@ -127,9 +127,9 @@ def test_webshop_failure_bank_holds_what_the_extractor_says_of_plain_purchases(w
 
 
 def test_searching_demonstrations_follow_a_hint_block_in_some_prompts(alfworld_root):
-    from ragdistill.agents import HINT_BEGIN
-    from ragdistill.alfworld_env import folder_names
-    from ragdistill.curriculum import guides_of, room_receptacles
+    from ragdistill.method.agents import HINT_BEGIN
+    from ragdistill.benchmarks.alfworld.env import folder_names
+    from ragdistill.miniature.curriculum import guides_of, room_receptacles
 
     records = demo_records(WarmSpec(games=12, search="ordered", hint_share=0.5, closed_targets=0), workers=1)
     assert records and all(r["won"] and is_reserved(r["game_id"]) for r in records)
@@ -165,7 +165,7 @@ def test_demonstration_chats_are_the_agents_formats(alfworld_root):
 def test_tiny_build_on_the_smoke_model_gives_a_plain_changed_checkpoint(smoke_model, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ragdistill.chat_template import has_generation_markers
+    from ragdistill.models.chat_template import has_generation_markers
 
     spec = WarmSpec(games=12, batch_size=2, epochs=1, lr=1e-2, closed_targets=2)  # the default's searching, hinted demonstrations
     records = demo_records(spec, workers=1)
@@ -198,9 +198,9 @@ def test_warm_start_loss_on_assistant_positions_is_the_loss_over_every_position(
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ragdistill.profiles import LORA_TARGETS
-    from ragdistill.schedule import warmup_cosine
-    from ragdistill.warmstart import train_lora
+    from ragdistill.models.profiles import LORA_TARGETS
+    from ragdistill.miniature.schedule import warmup_cosine
+    from ragdistill.miniature.warmstart import train_lora
 
     gen = torch.Generator().manual_seed(0)
     examples = []
@@ -245,8 +245,8 @@ def test_model_path_cpu_is_the_warm_checkpoint_and_base_is_untrained(smoke_model
 
     from transformers import AutoModelForCausalLM
 
-    import ragdistill.checkpoints as models
-    from ragdistill.warmstart import default_dest
+    import ragdistill.models.checkpoints as models
+    from ragdistill.miniature.warmstart import default_dest
 
     monkeypatch.setenv("RAGDISTILL_CACHE", str(tmp_path))
     release = tmp_path / "models" / "smollm2-135m-instruct"
@@ -267,8 +267,8 @@ def test_model_path_cpu_on_webshop_is_its_own_warm_start(smoke_model, webshop_ro
     release), not ALFWorld's: a fresh cache holding only the WebShop one serves it without building ALFWorld's."""
     import shutil
 
-    import ragdistill.checkpoints as models
-    from ragdistill.warmstart import default_dest, warmstart_info
+    import ragdistill.models.checkpoints as models
+    from ragdistill.miniature.warmstart import default_dest, warmstart_info
 
     monkeypatch.setenv("RAGDISTILL_CACHE", str(tmp_path))
     release = tmp_path / "models" / "smollm2-135m-instruct"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from ragdistill import data
-from ragdistill.data import DataNotFoundError, require_webshop
-from ragdistill.webshop_data import (
+from ragdistill.benchmarks import data
+from ragdistill.benchmarks.data import DataNotFoundError, require_webshop
+from ragdistill.benchmarks.webshop.data import (
     TEST_SIZE,
     WEBSHOP_CATEGORIES,
     Goal,
@@ -22,7 +22,7 @@ from ragdistill.webshop_data import (
     load_shop,
     parse_pricing,
 )
-from ragdistill.webshop_reward import normalize_color, options_matched, purchase_reward, title_nouns
+from ragdistill.benchmarks.webshop.reward import normalize_color, options_matched, purchase_reward, title_nouns
 
 SHARED_ARCHIVE = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "webshop_small_1000.tar.xz"
 
@@ -39,7 +39,7 @@ def small(shop) -> bool:
 
 
 def _env(goal):
-    from ragdistill.webshop_env import WebShopEnv
+    from ragdistill.benchmarks.webshop.env import WebShopEnv
 
     return WebShopEnv(goal)
 
@@ -60,7 +60,7 @@ def test_missing_data_says_how_to_get_it(tmp_path, monkeypatch):
 
 def test_asking_for_webshop_without_data_exits_2_with_the_message(tmp_path):
     env = dict(os.environ, WEBSHOP_DATA=str(tmp_path / "nowhere"), WEBSHOP_ARCHIVE="")
-    cmd = [sys.executable, "-m", "ragdistill.data", "webshop"]
+    cmd = [sys.executable, "-m", "ragdistill.benchmarks.data", "webshop"]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert result.returncode == 2
     assert "WEBSHOP_ARCHIVE=" in result.stderr and "WEBSHOP_DATA" in result.stderr
@@ -309,7 +309,7 @@ def test_buying_ends_the_episode_with_the_reward(shop):
 
 
 def test_oracle_policy_scores_near_one(shop):
-    from ragdistill.webshop_env import oracle_actions
+    from ragdistill.benchmarks.webshop.env import oracle_actions
 
     rewards = []
     for goal in list_goals("test"):
@@ -346,7 +346,7 @@ def test_random_policies_score_far_less(shop):
 
 
 def test_index_is_cached_by_file_content(shop, tmp_path, monkeypatch):
-    from ragdistill import webshop_env
+    from ragdistill.benchmarks.webshop import env as webshop_env
 
     monkeypatch.setenv("RAGDISTILL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(webshop_env, "_INDEXES", {})

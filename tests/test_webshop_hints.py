@@ -5,11 +5,11 @@ from collections import defaultdict
 
 import pytest
 
-from ragdistill import hints
-from ragdistill.webshop_data import WEBSHOP_CATEGORIES, Goal, load_shop
-from ragdistill.webshop_env import PAGE_SIZE, TOP_K, WebShopEnv, oracle_actions, parse_action, search_action
-from ragdistill.webshop_hints import HINTS, current_product, diagnose, heuristic_hints, page, replay
-from ragdistill.webshop_reward import attributes_matched, goal_options, options_matched, purchase_reward
+from ragdistill.method import hints
+from ragdistill.benchmarks.webshop.data import WEBSHOP_CATEGORIES, Goal, load_shop
+from ragdistill.benchmarks.webshop.env import PAGE_SIZE, TOP_K, WebShopEnv, oracle_actions, parse_action, search_action
+from ragdistill.benchmarks.webshop.hints import HINTS, current_product, diagnose, heuristic_hints, page, replay
+from ragdistill.benchmarks.webshop.reward import attributes_matched, goal_options, options_matched, purchase_reward
 
 ASIN = re.compile(r"\bb0[0-9a-z]{8}\b", re.IGNORECASE)
 MAX_STEPS, REPEAT_LIMIT = 15, 5  # the rollout's WebShop stop rules

@@ -8,12 +8,12 @@ import re
 
 import pytest
 
-from ragdistill.agents import get_agent
-from ragdistill.backends import Completion
-from ragdistill.envs import balanced, eval_tasks, get_task, is_training_task, training_tasks
-from ragdistill.io import read_jsonl
-from ragdistill.rollout import EpisodeSpec, RolloutConfig, run_rollouts
-from ragdistill.webshop_env import search_action
+from ragdistill.method.agents import get_agent
+from ragdistill.generation.backends import Completion
+from ragdistill.benchmarks import balanced, eval_tasks, get_task, is_training_task, training_tasks
+from ragdistill.run.io import read_jsonl
+from ragdistill.method.rollout.lockstep import EpisodeSpec, RolloutConfig, run_rollouts
+from ragdistill.benchmarks.webshop.env import search_action
 
 pytestmark = pytest.mark.usefixtures("webshop_root")
 
@@ -24,7 +24,7 @@ class Shopper:
     """Reads the current page (the last user message) and acts; `careful=False` buys the first result as is."""
 
     def __init__(self, careful: bool = True):
-        from ragdistill.webshop_data import load_shop
+        from ragdistill.benchmarks.webshop.data import load_shop
 
         self.careful = careful
         self.shop = load_shop()
@@ -74,8 +74,8 @@ def test_webshop_agents_parse_shop_actions():
 
 
 def test_the_one_shot_example_is_a_winning_train_episode():
-    from ragdistill.agents import load_fewshot
-    from ragdistill.envs import open_env
+    from ragdistill.method.agents import load_fewshot
+    from ragdistill.benchmarks import open_env
 
     for agent in ("react", "stateact"):
         (example,) = load_fewshot(agent, "webshop")["*"]
@@ -118,7 +118,7 @@ def test_env_workers_play_webshop_in_parallel(tmp_path):
 
 
 def test_failures_give_category_typed_hints(tmp_path):
-    from ragdistill.hints import build_bank, extract_all, validate_hints
+    from ragdistill.method.hints import build_bank, extract_all, validate_hints
 
     out = tmp_path / "careless.jsonl"
     run_rollouts(_specs(), Shopper(careful=False), out, "careless", CFG, progress=False)
@@ -135,8 +135,8 @@ def test_failures_give_category_typed_hints(tmp_path):
 def test_hint_removal_keeps_the_shop_and_refuses_test_goals(tmp_path):
     from transformers import AutoTokenizer
 
-    from ragdistill.dehint import LeakError, build_examples, leak_check
-    from ragdistill.smoke import build_smoke_model
+    from ragdistill.method.dehint import LeakError, build_examples, leak_check
+    from ragdistill.miniature.smoke import build_smoke_model
 
     out = tmp_path / "episodes.jsonl"
     hints = ("Choose every option the instruction names before buying.",)

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from ragdistill import webshop_reference as ref
+from ragdistill.checks import webshop_reference as ref
 
 FOLDER = Path(__file__).resolve().parents[1].parent / "shared" / "webshop_reference"
 
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def shop(webshop_root):
-    from ragdistill.webshop_data import load_shop
+    from ragdistill.benchmarks.webshop.data import load_shop
 
     shop = load_shop()
     if shop.files["products"].name != "items_shuffle_1000.json":

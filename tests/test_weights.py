@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from ragdistill import weights
-from ragdistill.weights import NF4, MixedWeightsError, Weights
+from ragdistill.models import weights
+from ragdistill.models.weights import NF4, MixedWeightsError, Weights
 
 GPU_PROFILES = ("gpu-7b", "gpu-14b")
 
@@ -46,7 +46,7 @@ def test_a_model_loaded_in_process_records_its_checkpoint_quantization_and_dtype
     w = weights.of_model(LlamaForCausalLM(config), "/models/tiny")
     assert w == Weights("/models/tiny", "none", "float32", "")
     # The quantization stage 05 trains on (models.bnb_config) is recorded as the NF4 that vLLM serves in flight.
-    from ragdistill.models import bnb_config
+    from ragdistill.models.loading import bnb_config
 
     config.quantization_config = bnb_config(torch.bfloat16)
     assert weights.quantization_of(config) == NF4
@@ -84,8 +84,8 @@ class _Unplayable:
 
 
 def test_play_conditions_checks_the_weights_before_any_episode(tmp_path, monkeypatch):
-    from ragdistill.conditions import play_conditions
-    from ragdistill.config import EvalConfig
+    from ragdistill.method.eval.conditions import play_conditions
+    from ragdistill.run.config import EvalConfig
 
     monkeypatch.setenv("RAGDISTILL_OUTPUTS", str(tmp_path))
     cfg = EvalConfig.from_params({"profile": "smoke", "run": "r", "conditions": ["base"]})
@@ -97,12 +97,12 @@ def test_play_conditions_checks_the_weights_before_any_episode(tmp_path, monkeyp
 
 @pytest.mark.parametrize("profile", GPU_PROFILES)
 def test_stage_06_vllm_serves_the_nf4_base_stage_05_trains_on_under_its_own_name(profile, monkeypatch, tmp_path):
-    from ragdistill.backends import server_spec, spec_weights
-    from ragdistill.checkpoints import model_path
-    from ragdistill.config import EvalConfig
-    from ragdistill.models import bnb_config
-    from ragdistill.profiles import get_profile
-    from ragdistill.server import server_command
+    from ragdistill.generation.backends import server_spec, spec_weights
+    from ragdistill.models.checkpoints import model_path
+    from ragdistill.run.config import EvalConfig
+    from ragdistill.models.loading import bnb_config
+    from ragdistill.models.profiles import get_profile
+    from ragdistill.generation.server import server_command
 
     _vllm_program(monkeypatch, tmp_path)
     cfg = EvalConfig.from_params({"profile": profile, "run": "r"})
@@ -125,8 +125,8 @@ def test_stage_06_vllm_serves_the_nf4_base_stage_05_trains_on_under_its_own_name
 
 @pytest.mark.parametrize("profile", GPU_PROFILES)
 def test_transformers_serve_is_refused_on_the_gpu_profiles(profile):
-    from ragdistill.backends import resolve_backend
-    from ragdistill.config import EvalConfig
+    from ragdistill.generation.backends import resolve_backend
+    from ragdistill.run.config import EvalConfig
 
     cfg = EvalConfig.from_params({"profile": profile, "run": "r", "backend": "transformers-serve"})
     with pytest.raises(ValueError, match="(?s)unquantized.*backend='vllm'"):
@@ -136,8 +136,8 @@ def test_transformers_serve_is_refused_on_the_gpu_profiles(profile):
 
 
 def test_vllms_share_of_the_card_comes_from_the_memory_free_at_start():
-    from ragdistill.serving import GIB, GpuMemory, memory_share, parse_nvidia_smi
-    from ragdistill.server import ServerError
+    from ragdistill.generation.serving import GIB, GpuMemory, memory_share, parse_nvidia_smi
+    from ragdistill.generation.server import ServerError
 
     card = parse_nvidia_smi("21504, 24564, 8.9\n")[0]  # an RTX 4090 whose display holds 3 GB
     assert card == GpuMemory(21504 * 2**20, 24564 * 2**20, 8.9) and card.bf16
@@ -164,10 +164,10 @@ def _hub_cache(root, repo: str, commit: str = "0123456789abcdef0123456789abcdef0
 def test_vllm_starts_offline_from_the_fetched_snapshot_with_its_memory_share(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
-    from ragdistill.backends import server_spec, spec_weights
-    from ragdistill.config import FailureConfig
-    from ragdistill.server import server_command
-    from ragdistill.serving import GIB, GpuMemory, prepare_vllm
+    from ragdistill.generation.backends import server_spec, spec_weights
+    from ragdistill.run.config import FailureConfig
+    from ragdistill.generation.server import server_command
+    from ragdistill.generation.serving import GIB, GpuMemory, prepare_vllm
 
     _vllm_program(monkeypatch, tmp_path)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
@@ -189,7 +189,7 @@ def test_vllm_starts_offline_from_the_fetched_snapshot_with_its_memory_share(mon
 def test_a_snapshot_missing_from_the_cache_is_fetched_before_the_server_starts(monkeypatch, tmp_path):
     import huggingface_hub.constants
 
-    from ragdistill.serving import fetch_snapshot
+    from ragdistill.generation.serving import fetch_snapshot
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

@@ -1,6 +1,6 @@
 """ragdistill: RAG distillation for LLM agents (ALFWorld, WebShop), as a runnable course."""
 
-from . import quiet as _quiet
+from ragdistill.run import quiet as _quiet
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,85 @@
+"""The interface every benchmark implements: a task, what one action did, and the benchmark's methods and settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Step:
+    """What one action did, in either benchmark."""
+
+    observation: str
+    done: bool
+    won: bool
+    admissible: bool  # ALFWorld: among the admissible commands; WebShop: did something (WebShop ignores the others)
+    reward: float = 0.0  # ALFWorld: 1.0 when won; WebShop: the purchase reward
+
+
+@dataclass(frozen=True)
+class Task:
+    """One ALFWorld game or WebShop goal, as the stages see it."""
+
+    game_id: str
+    task_type: str
+    split: str
+    env: str
+
+
+class Benchmark:
+    """What a stage needs from a benchmark; the settings are the paper's (evaluation split, step limit, hints per
+    failure, LoRA rank and alpha for a 7B-14B model)."""
+
+    name: str
+    splits: tuple[str, ...]
+    eval_splits: tuple[str, ...]  # the first is the paper's
+    max_steps: int
+    max_hints: int
+    lora: tuple[int, int]
+
+    def types(self) -> tuple[str, ...]:
+        """The task types in their display order (the hint types)."""
+        raise NotImplementedError
+
+    def list_tasks(self, split: str) -> list[Task]:
+        raise NotImplementedError
+
+    def get_task(self, task_id: str) -> Task:
+        raise NotImplementedError
+
+    def is_reserved(self, task_id: str) -> bool:
+        raise NotImplementedError
+
+    def training_tasks(self) -> list[Task]:
+        raise NotImplementedError
+
+    def reserved_tasks(self) -> list[Task]:
+        raise NotImplementedError
+
+    def is_training_task(self, task_id: str) -> bool:
+        raise NotImplementedError
+
+    def open(self, task_id: str):
+        raise NotImplementedError
+
+    def expert_actions(self, task_id: str) -> list[str]:
+        raise NotImplementedError
+
+    # What stage 02 (hints) and stage 04 (the leak check) need: the extractors and the form of a general hint.
+    extractor_system: str  # the LLM extractor's system prompt: a template of {task_type}, {min_hints}, {max_hints}
+
+    def heuristic_hints(self, record: dict, max_hints: int) -> list[str]:
+        """The offline extractor: at most `max_hints` hints for a failed episode (not yet validated)."""
+        raise NotImplementedError
+
+    def episode_note(self, record: dict) -> str:
+        """What the LLM extractor reads after an episode's steps ("": nothing more)."""
+        return ""
+
+    def hint_problem(self, hint: str) -> str | None:
+        """Why a hint is no rule for every task of its type (it names one task's instance or product), or None."""
+        return None
+
+    def fill_placeholders(self, hint: str, task_id: str) -> str:
+        """A hint with its placeholders (`{object}`) filled with one task's names (the leak check seeks both)."""
+        return hint

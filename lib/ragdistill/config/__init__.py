@@ -1,8 +1,0 @@
-"""Typed notebook configs: papermill parameters in, a validated dataclass out (one per stage)."""
-
-from .base import MAX_EXAMPLE_TOKENS, ConfigError, StageConfig, is_local_profile
-from .stages import DehintConfig, EvalConfig, FailureConfig, HintConfig, RolloutStageConfig, TeacherConfig, TourConfig
-from .student import SOURCES, StudentConfig
-
-__all__ = ["MAX_EXAMPLE_TOKENS", "SOURCES", "ConfigError", "DehintConfig", "EvalConfig", "FailureConfig", "HintConfig",
-           "RolloutStageConfig", "StageConfig", "StudentConfig", "TeacherConfig", "TourConfig", "is_local_profile"]

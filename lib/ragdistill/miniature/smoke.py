@@ -1,0 +1,340 @@
+"""The `smoke` model: a tokenizer and a tiny Qwen2 trained offline on walkthroughs, in float64, deterministic for a
+seed on a given set of kernels (numerics.py says how far that carries across processors)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import re
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ragdistill.benchmarks.alfworld.env import TYPE_ORDER, balanced_sample, folder_names, reserved_games
+from ragdistill.models.chat_template import chatml_template, encode
+from ragdistill.run.io import build_lock, publish_dir, staging_dir
+from ragdistill.run.paths import cache_dir
+from ragdistill.miniature.schedule import warmup_cosine
+from ragdistill.miniature.walkthroughs import transcript_text
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+
+@dataclass(frozen=True)
+class SmokeSpec:
+    """Everything that determines the smoke model; its hash names the cache folder."""
+
+    version: int = 11
+    seed: int = 0
+    games_per_type: int = 6  # ALFWorld demonstrations, from the reserved slice of train
+    webshop_goals: int = 60  # WebShop demonstrations, from the reserved products of train
+    goals_per_product: int = 4  # goals of one product differ in their asked options
+    vocab_size: int = 2048
+    hidden_size: int = 192
+    layers: int = 2
+    heads: int = 6
+    kv_heads: int = 2
+    intermediate_size: int = 512
+    max_positions: int = 8192
+    train_steps: int = 400
+    batch_tokens: int = 8192  # tokens per optimizer step, padding included
+    lr: float = 3e-3
+    variants: int = 1
+    # ALFWorld: loss on every token, not just actions: this is pretraining, and reading the observations is
+    # what teaches a tiny model to copy names from them into its actions. WebShop: on the answers only (its
+    # pages are mostly product titles, ten to a page, and would take most of the training time).
+    assistant_only: bool = False
+    detours: int = 3  # random searching visits of the ALFWorld demonstrations (curriculum.Mix)
+    hint_share: float = 0.5  # demonstrations played under a retrieved hint block (curriculum.py)
+    option_share: float = 0.5  # WebShop demonstrations without an options rule that still choose the options
+    # The smoke chain's own training tasks (stage 01's `chain_tasks` of balanced(training_tasks), as the smoke
+    # profile picks them): a seeded half demonstrated without a hint block only, the other half under one only;
+    # every such demonstration `chain_repeats` times.
+    chain_tasks: int = 6
+    chain_repeats: int = 16
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
+
+
+def rename(record: dict, old: str, new: str) -> dict:
+    """The same episode with one object or receptacle name (and its plural) replaced everywhere: task, room,
+    steps, hint block and the kinds the search followed."""
+    pattern = re.compile(rf"\b{re.escape(old)}(?=s?\b)")
+    sub = lambda text: pattern.sub(new, text)  # noqa: E731
+    steps = [{**s, "action": sub(s["action"]), "observation": sub(s["observation"])} for s in record["steps"]]
+    return {**record, "observation": sub(record["observation"]), "task": sub(record["task"]), "steps": steps,
+            "hints": [sub(h) for h in record.get("hints", [])], "guides": [sub(g) for g in record.get("guides", [])]}
+
+
+def augment(records: list[dict], variants: int, seed: int) -> list[dict]:
+    """Each walkthrough plus `variants` copies with its target object and receptacle renamed.
+
+    Renaming breaks the link between a name and where it is, so a tiny model must learn to copy the
+    names of the task into its actions instead of memorising whole episodes.
+    """
+    rng = random.Random(seed)
+    objects = sorted({folder_names(r["game_id"])[0] for r in records})
+    receptacles = sorted({folder_names(r["game_id"])[1] for r in records} - {"none"})
+    out = list(records)
+    for record in records:
+        obj, rec = folder_names(record["game_id"])
+        for _ in range(variants):
+            new_obj = rng.choice(objects)
+            new = {**rename(record, obj, new_obj), "target": new_obj}
+            if rec != "none":
+                new = rename(new, rec, rng.choice(receptacles))
+            out.append(new)
+    return out
+
+
+def train_tokenizer(texts: list[str], vocab_size: int):
+    """Byte-level BPE trained on game text, as a Qwen2 tokenizer with a marked ChatML template.
+
+    The BPE is trained behind Qwen2's own normalizer and pre-tokenizer, because AutoTokenizer loads any
+    Qwen2-config checkpoint with Qwen2Tokenizer: training and every later load then split text alike.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    proto = Qwen2Tokenizer().backend_tokenizer
+    core = Tokenizer(models.BPE())
+    core.normalizer = proto.normalizer
+    core.pre_tokenizer = proto.pre_tokenizer
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(texts, trainer)
+    model = json.loads(core.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
+    tok = Qwen2Tokenizer(
+        vocab=model["vocab"], merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>"
+    )
+    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    tok.chat_template = chatml_template(None)
+    return tok
+
+
+def _encode(tok, messages: list[dict], assistant_only: bool) -> tuple[list[int], list[int]]:
+    """Token ids and labels: every token, or the assistant's only (-100 elsewhere)."""
+    ids, mask = encode(tok, messages)
+    if not assistant_only:
+        return ids, ids
+    return ids, [t if m else -100 for t, m in zip(ids, mask)]
+
+
+def _batches(lengths: list[int], budget: int, rng: random.Random):
+    """Endless optimizer steps of example indices, each about `budget` tokens: every example once per pass, in a
+    shuffled order."""
+    while True:
+        order = list(range(len(lengths)))
+        rng.shuffle(order)
+        current: list[int] = []
+        for i in order:
+            if current and sum(lengths[j] for j in current) + lengths[i] > budget:
+                yield current
+                current = []
+            current.append(i)
+        yield current
+
+
+def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec) -> list[float]:
+    """A plain AdamW loop with warmup and cosine decay. Each step accumulates the gradients of about
+    `batch_tokens` tokens one sequence at a time: no padding and no attention mask, so attention takes its
+    fused causal path (twice the speed of padded batches here). The output layer runs only where a token
+    carries loss; the loss is the mean over those tokens of the step."""
+    rng = random.Random(spec.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, spec.train_steps))
+    model.train()
+    losses = []
+    batches = _batches([len(ids) for ids, _ in examples], spec.batch_tokens, rng)
+    for _ in tqdm(range(spec.train_steps), desc="training the smoke model"):
+        batch = [examples[i] for i in next(batches)]
+        n_loss = sum(sum(t != -100 for t in labels[1:]) for _, labels in batch)
+        total = 0.0
+        for ids, labels in batch:
+            hidden = model.model(input_ids=torch.tensor([ids])).last_hidden_state[0, :-1]
+            targets = torch.tensor(labels[1:])
+            keep = targets != -100
+            loss = torch.nn.functional.cross_entropy(model.lm_head(hidden[keep]), targets[keep], reduction="sum") / n_loss
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        losses.append(total)
+    model.eval()
+    return losses
+
+
+def demo_chats(spec: SmokeSpec, workers: int = 2) -> tuple[list[list[dict]], list[dict]]:
+    """The smoke model's training chats (ALFWorld, renamed copies included, and WebShop; both agents' formats,
+    alternating) and the demonstration records they come from.
+
+    The smoke model is the test suite's fixture, not a model of the method: besides the reserved slice it
+    learns the tasks the smoke chain's stages 01 and 03 play. A seeded half of them it sees only without a hint
+    block, the other half only under one (made from the task's own expert plan, the kind of hint stage 02's
+    heuristic extractor writes). A model of a million parameters cannot generalise from a few hundred
+    demonstrations, but it does learn that a prompt with a hint block calls for other actions than one without:
+    the base agent wins tasks of the first half, the teacher (whatever hints stage 03 retrieves) also some of the
+    second, so every path of the chain runs (teacher wins the base agent lost, distilled and SFT examples that
+    differ, both students). Evaluation tasks it never sees.
+    """
+    from ragdistill.miniature import curriculum
+    from ragdistill.miniature import webshop_demos
+    from ragdistill.benchmarks import reserved_tasks
+    from ragdistill.benchmarks.webshop.data import get_goal
+
+    games = balanced_sample(reserved_games(), spec.games_per_type * len(TYPE_ORDER), seed=spec.seed)
+    mix = curriculum.Mix(seed=spec.seed, hint_share=spec.hint_share, detours=spec.detours)
+    records = curriculum.alfworld_demos(games, mix, workers=workers)
+    agents = ("react", "stateact")
+    chats = [curriculum.demo_chat(r, agents[i % 2]) for i, r in enumerate(augment(records, spec.variants, spec.seed))]
+    plain, hinted = _halves(chain_tasks("alfworld", spec), spec.seed)
+    for share, tasks in ((1.0, hinted), (0.0, plain)):
+        own = curriculum.alfworld_demos(tasks, replace(mix, hint_share=share), workers=workers) if tasks else []
+        chats += [curriculum.demo_chat(r, a) for r in own for a in agents] * spec.chain_repeats
+        records += own
+    if spec.webshop_goals:
+        reserved = [get_goal(t.game_id) for t in reserved_tasks("webshop")]
+        goals = webshop_demos.demo_goals(reserved, spec.webshop_goals, seed=spec.seed, per_product=spec.goals_per_product,
+                                         short_search=True)
+        web_mix = webshop_demos.WebMix(seed=spec.seed, hint_share=spec.hint_share, option_share=spec.option_share,
+                                       ids_as_shown=True, short_search=True)
+        web = webshop_demos.webshop_demos(goals, web_mix)
+        chats += [webshop_demos.demo_chat(r, agent) for r in web for agent in agents]  # each in both formats
+        records += web
+        plain, hinted = _halves(chain_tasks("webshop", spec), spec.seed)
+        for share, tasks in ((1.0, hinted), (0.0, plain)):  # every one chooses the asked options
+            goals = [get_goal(t.game_id) for t in tasks]
+            own = webshop_demos.webshop_demos(goals, replace(web_mix, hint_share=share, option_share=1.0))
+            chats += [webshop_demos.demo_chat(r, a) for r in own for a in agents] * spec.chain_repeats
+            records += own
+    return chats, records
+
+
+def _halves(tasks: list, seed: int) -> tuple[list, list]:
+    """`tasks` split in two, each in their order: a seeded half demonstrated without a hint block, and the rest,
+    demonstrated under one."""
+    picked = set(random.Random(seed).sample(range(len(tasks)), len(tasks) // 2))
+    return [t for i, t in enumerate(tasks) if i in picked], [t for i, t in enumerate(tasks) if i not in picked]
+
+
+def chain_tasks(env: str, spec: SmokeSpec) -> list:
+    """The training tasks the smoke chain's stage 01 plays: the same call, sizes and seed as the notebook's."""
+    from ragdistill.benchmarks import balanced, training_tasks
+
+    return balanced(training_tasks(env), spec.chain_tasks, seed=spec.seed) if spec.chain_tasks else []
+
+
+def smoke_dest(spec: SmokeSpec) -> Path:
+    """Where the smoke model of `spec` is cached."""
+    return cache_dir() / "models" / f"smoke-{spec.key()}"
+
+
+def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, verbose: bool = True,
+                      threads: int = 1) -> Path:
+    """Build (once) and return the folder of the smoke model for `spec`, training on `threads` CPU threads (one by
+    default, so that the other cores run the tests meanwhile; the count changes the floats' last bits, not the
+    model's decisions)."""
+    dest = Path(dest or smoke_dest(spec))
+    if (dest / "config.json").is_file():
+        return dest
+    with build_lock(dest):
+        return dest if (dest / "config.json").is_file() else _build(spec, dest, verbose, threads)
+
+
+def _build(spec: SmokeSpec, dest: Path, verbose: bool, threads: int = 1) -> Path:
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    start = time.perf_counter()
+    chats, records = demo_chats(spec, workers=max(1, min(4, os.cpu_count() or 1)))
+    texts = [transcript_text(r) for r in records if r.get("env") != "webshop"] + [
+        m["content"] for chat in chats for m in chat if m["role"] != "system"
+    ][:4000] + sorted({m["content"] for chat in chats for m in chat if m["role"] == "system"})
+    tmp = staging_dir(dest)
+    train_tokenizer(texts, spec.vocab_size).save_pretrained(tmp)
+    tok = AutoTokenizer.from_pretrained(tmp)  # train on exactly what every later load will see
+
+    torch.manual_seed(spec.seed)
+    config = Qwen2Config(
+        vocab_size=len(tok),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.kv_heads,
+        max_position_embeddings=spec.max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.pad_token_id,
+    )
+    # float64 from the first draw of the initial weights: see numerics.py.
+    model = Qwen2ForCausalLM._from_config(config, dtype=torch.float64)
+    examples = [_encode(tok, chat, spec.assistant_only or "WebShop" in chat[0]["content"]) for chat in chats]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        losses = _train(model, examples, spec)
+    finally:
+        torch.set_num_threads(before)
+    model.generation_config.eos_token_id = config.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+
+    model.save_pretrained(tmp)
+    info = {
+        "spec": asdict(spec),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "threads": threads,
+        "train_games": sorted({r["game_id"] for r in records}),
+        "demonstrations": {"alfworld": sum(r.get("env") != "webshop" for r in records),
+                           "webshop": sum(r.get("env") == "webshop" for r in records),
+                           "with_hints": sum(bool(r.get("hints")) for r in records), "chats": len(chats)},
+        "tokens": sum(len(ids) for ids, _ in examples),
+        "loss_first": losses[0],
+        "loss_last": sum(losses[-10:]) / min(10, len(losses)),
+        "seconds": time.perf_counter() - start,
+    }
+    (tmp / "smoke_build.json").write_text(json.dumps(info, indent=2))
+    publish_dir(tmp, dest)
+    if verbose:
+        print(
+            f"built smoke model ({info['parameters']:,} params) in {info['seconds']:.0f}s: "
+            f"loss {info['loss_first']:.2f} -> {info['loss_last']:.2f}"
+        )
+    return dest
+
+
+def smoke_checkpoint(env: str = "alfworld") -> Path:
+    """The smoke profile's model (one for both benchmarks): models/checkpoints.py calls this."""
+    return build_smoke_model()
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Build the smoke model.")
+    parser.add_argument("--spec", default="{}", help="SmokeSpec fields as JSON (default: the default spec)")
+    parser.add_argument("--dest", default=None, help="folder to build into (default: the cache)")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for the training (default: 1)")
+    args = parser.parse_args(argv)
+    spec = SmokeSpec(**json.loads(args.spec))
+    print(build_smoke_model(spec, Path(args.dest) if args.dest else None, threads=args.threads))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

