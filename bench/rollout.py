@@ -1,5 +1,5 @@
 """Rollout throughput: episodes per minute at batch 1, 4 and 8, where the time goes, and the prompt tokens
-the model prefills per episode. With --reuse-cache each batch size runs in every backend mode: left-padded
+the model prefills per episode. With --all-modes each batch size runs in every backend mode: left-padded
 batches ("batched"), per-episode KV cache reuse one chat at a time ("reuse": only each step's new turn is
 prefilled), and reuse with the batch decoded together ("batched-reuse"); the ratios are printed. --modes
 picks the modes to run. Measured on the cpu profile (ReAct, 4 train games, 10 steps, batch 4, few-shot off,
@@ -8,7 +8,7 @@ one thread, a shared 2-core machine; two runs, the modes in opposite orders): ba
 
     python bench/rollout.py --profile smoke --games 8 --max-steps 10
     python bench/rollout.py --profile cpu --games 8 --max-steps 8 --threads 1
-    python bench/rollout.py --profile cpu --games 4 --max-steps 10 --batches 4 --reuse-cache --fewshot off
+    python bench/rollout.py --profile cpu --games 4 --max-steps 10 --batches 4 --all-modes --fewshot off
     python bench/rollout.py --profile cpu --games 4 --max-steps 10 --batches 4 --modes reuse,batched-reuse
     python bench/rollout.py --profile cpu --games 24 --max-steps 15 --batches 8,24 --lanes 1,2 --workers 2 --fewshot off
 
@@ -147,10 +147,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=0, help="environment worker processes (0: in process)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--fewshot", choices=["auto", "on", "off"], default="auto")
-    parser.add_argument("--reuse-cache", action="store_true",
+    parser.add_argument("--all-modes", action="store_true",
                         help="run each batch size in every mode (batched, reuse, batched-reuse), and print the ratios")
     parser.add_argument("--modes", default="", help=f"comma-separated modes to run per batch size ({', '.join(MODES)}); "
-                        "default: the backend's default, or all of them with --reuse-cache")
+                        "default: the backend's default, or all of them with --all-modes")
     parser.add_argument("--lanes", default="1", help="comma-separated lane counts to run per batch size and mode "
                         "(batched-reuse: the rows of a batch split over that many threads)")
     parser.add_argument("--backend", choices=["local", "server"], default="local")
@@ -177,7 +177,7 @@ def main() -> int:
         if unknown:
             parser.error(f"unknown mode(s) {', '.join(unknown)}: pick from {', '.join(MODES)}")
     else:
-        modes = list(MODES) if args.reuse_cache else [None]  # None: the backend's default mode
+        modes = list(MODES) if args.all_modes else ["batched-reuse"]  # the backend's default mode
     variants = [(mode, int(lanes)) for mode in modes for lanes in args.lanes.split(",")]
     rows = []
     for batch in [int(b) for b in args.batches.split(",")]:

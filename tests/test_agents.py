@@ -107,14 +107,12 @@ def test_grounded_thoughts_name_the_object_then_what_the_last_visit_found():
         ],
     }
     plain = [s["thought"] for s in annotate(record)]
-    grounded = [s["thought"] for s in annotate(record, "grounded")]
-    assert grounded[:4] == [
+    searching = [
         "Looking for an egg. A rule says to search the countertops early. I will check countertop 1.",
         "Looking for an egg: none here. I will check fridge 1.",
         "The fridge 1 is closed. I open it to look inside.",
-        "Looking for an egg: egg 2 is here. I take it.",
     ]
-    assert grounded[4] == plain[4] == "I have the egg. To heat it, I go to microwave 1."
+    assert plain[4] == "I have the egg. To heat it, I go to microwave 1."
     # Plain thoughts are the default (the smoke model and the few-shot examples are written with them).
     assert plain[1] == "An egg could be on or in fridge 1. I will look there." and plain[3] == "I see egg 2 here. I take it."
     record["steps"] += [
@@ -123,7 +121,7 @@ def test_grounded_thoughts_name_the_object_then_what_the_last_visit_found():
         {"action": "move egg 2 to garbagecan 1", "observation": "You move the egg 2 to the garbagecan 1."},
     ]
     planned = [s["thought"] for s in annotate(record, "planned")]
-    assert planned[:3] == grounded[:3]  # the search is written as grounded
+    assert planned[:3] == searching  # each search step names the object sought, then what the visit showed
     assert planned[3:7] == [
         "Looking for an egg: egg 2 is here. I take it, then heat it with the microwave, then put it in the garbagecan.",
         "The egg is not heated yet. I go to microwave 1 to heat it.",

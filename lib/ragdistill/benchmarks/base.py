@@ -74,12 +74,12 @@ class Benchmark:
 
     def episode_note(self, record: dict) -> str:
         """What the LLM extractor reads after an episode's steps ("": nothing more)."""
-        return ""
+        raise NotImplementedError
 
     def hint_problem(self, hint: str) -> str | None:
         """Why a hint is no rule for every task of its type (it names one task's instance or product), or None."""
-        return None
+        raise NotImplementedError
 
     def fill_placeholders(self, hint: str, task_id: str) -> str:
         """A hint with its placeholders (`{object}`) filled with one task's names (the leak check seeks both)."""
-        return hint
+        raise NotImplementedError

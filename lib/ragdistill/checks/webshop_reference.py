@@ -23,7 +23,7 @@ from ragdistill.benchmarks.webshop.data import Goal, Shop, load_shop
 from ragdistill.benchmarks.webshop.env import WebShopEnv, shop_index
 from ragdistill.benchmarks.webshop.reward import purchase_reward
 
-DEFAULT_FOLDER = Path(__file__).resolve().parents[3] / "shared" / "webshop_reference"
+DEFAULT_FOLDER = Path(__file__).resolve().parents[4] / "shared" / "webshop_reference"
 FILES = ("search_cases.json.xz", "reward_cases.json.xz", "text_obs_examples.json.xz")
 # The reward's terms as the reference names them, and the Reward field each is compared with.
 TERMS = {"r_type": "r_type", "num_attr_matches": "attributes_matched", "num_option_matches": "options_matched",

@@ -107,21 +107,17 @@ class TransformersBackend:
         self,
         loaded: LoadedModel,
         batch_size: int = 8,
-        reuse_cache: bool | None = None,
-        mode: str | None = None,
+        mode: str = "batched-reuse",
         cache_budget: int | None = None,
         adapter: str | None = None,
         lanes: int = 1,
         fold: bool = True,
         batch_prefill: bool | None = None,
     ):
-        """`mode` picks one of MODES; without it, `reuse_cache` True/False means "reuse"/"batched", and
-        neither means "batched-reuse"."""
+        """`mode` picks one of MODES ("batched" and "reuse" are the references the tests hold the default to)."""
         self.loaded = loaded
         self.tok = loaded.tokenizer
         self.batch_size = batch_size
-        if mode is None:
-            mode = "batched-reuse" if reuse_cache is None else "reuse" if reuse_cache else "batched"
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}: pick one of {', '.join(MODES)}")
         self.mode = mode
@@ -152,7 +148,7 @@ class TransformersBackend:
         return of_model(self.loaded.model, self.loaded.path)
 
     @property
-    def reuse_cache(self) -> bool:
+    def reuses_caches(self) -> bool:
         """Whether chats start from stored KV caches (modes "reuse" and "batched-reuse")."""
         return self.mode != "batched"
 
@@ -184,7 +180,7 @@ class TransformersBackend:
 
     def release(self, chats: list[list[dict]]) -> None:
         """The episodes whose last prompts these were have ended: drop their caches."""
-        if self.reuse_cache:
+        if self.reuses_caches:
             for chat in chats:
                 self.store.release(self.prompt_ids(chat))
 

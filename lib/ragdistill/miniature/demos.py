@@ -18,7 +18,7 @@ def _an(word: str) -> str:
     return ("an " if word[:1] in "aeiou" else "a ") + word
 
 
-THOUGHTS = ("plain", "grounded", "planned")
+THOUGHTS = ("plain", "planned")
 _VERBED = {"heat": "heated", "cool": "cooled", "clean": "cleaned"}
 
 
@@ -36,17 +36,17 @@ def _rest_of_task(task_type: str, receptacle: str) -> str:
 def annotate(record: dict, thoughts: str = "plain") -> list[dict]:
     """Per step: a thought, the action, the observation, and the location and inventory before acting.
 
-    `thoughts` picks how they are written (THOUGHTS). "grounded" opens every search step with the object
+    `thoughts` picks how they are written (THOUGHTS). "planned" opens every search step with the object
     sought ("Looking for an egg:"), then says whether the receptacle just visited holds one ("egg 2 is here." /
     "none here."), before the action: the decision to take or to search on is written right after the object's
-    name, and never depends on what later steps find. "planned" is grounded, and once the object is in hand says
+    name, and never depends on what later steps find; once the object is in hand it says
     what the task still needs ("I take it, then heat it with the microwave, then put it in the garbagecan"; "The
     egg is not heated yet."), and at the target whether it is open or closed (then it is opened first), each
     step's thought following from the one before and the last observation.
     """
     if thoughts not in THOUGHTS:
         raise ValueError(f"unknown thoughts {thoughts!r}: pick one of {', '.join(THOUGHTS)}")
-    grounded, planned = thoughts != "plain", thoughts == "planned"
+    planned = thoughts == "planned"
     named, receptacle = folder_names(record["game_id"])
     obj = record.get("target") or named
     steps = record["steps"]
@@ -58,7 +58,7 @@ def annotate(record: dict, thoughts: str = "plain") -> list[dict]:
         if action.startswith("go to "):
             place = action[6:]
             kind = re.sub(r"\s*\d+$", "", place)
-            if grounded and not inventory:
+            if planned and not inventory:
                 searched = i > 0 and steps[i - 1]["action"].startswith(("go to ", "open "))
                 lead = f"Looking for {_an(obj)}: none here." if searched else f"Looking for {_an(obj)}."
                 rule = f" A rule says to search the {kind}s early." if kind in record.get("guides", ()) else ""
@@ -91,7 +91,7 @@ def annotate(record: dict, thoughts: str = "plain") -> list[dict]:
             if planned and not inventory:
                 ttype = "put" if placed else record["task_type"]  # the second object of puttwo: put it, done
                 thought = f"Looking for {_an(obj)}: {item} is here. I take it, then {_rest_of_task(ttype, receptacle)}."
-            elif grounded and not inventory:
+            elif planned and not inventory:
                 thought = f"Looking for {_an(obj)}: {item} is here. I take it."
             else:
                 thought = f"I see {item} here. I take it."

@@ -8,9 +8,8 @@ both. It learns from the reserved slice of train (`alfworld_env.reserved_games`,
 stage, never an evaluation game): by default curriculum.py's searching demonstrations (visit the receptacles
 in the room's order until the object is in sight, then the expert's plan; thoughts that name the object
 sought and what the last observation shows before each action), about half of them under a hint block made
-from the reserved games' own expert plans that they follow (the hinted kinds are visited first);
-`search="walkthrough"` replays the expert's plans instead. Written in the agents' own formats (ReAct and
-StateAct, alternating). The LoRA is merged into the weights and saved as a plain checkpoint, built once and
+from the reserved games' own expert plans that they follow (the hinted kinds are visited first). Written in the
+agents' own formats (ReAct and StateAct, alternating). The LoRA is merged into the weights and saved as a plain checkpoint, built once and
 cached under `cache_dir()/models/smollm2-135m-warm-<key>`.
 
 WebShop has its own warm-start (`warm_spec("webshop")`), built only when a run plays WebShop: a shopper's
@@ -31,14 +30,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from ragdistill.run.progress import tqdm
 
 from ragdistill.benchmarks.alfworld.env import balanced_sample, folder_names, is_reserved, reserved_games
 from ragdistill.models.chat_template import SMOLLM2_DEFAULT_SYSTEM, chatml_template, encode, has_generation_markers
 from ragdistill.run.io import publish_dir, staging_dir
 from ragdistill.run.paths import cache_dir
 from ragdistill.models.profiles import LORA_TARGETS
-from ragdistill.miniature.schedule import warmup_cosine
+from ragdistill.miniature.loop import masked_labels, train_loop, warmup_cosine
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -86,7 +84,6 @@ class WarmSpec:
     version: int = 1
     seed: int = 0
     games: int = 180  # balanced over the six task types, from the reserved slice of train
-    detours: int = 0  # up to this many visits elsewhere before the walkthrough's first `go to`
     agents: tuple[str, ...] = ("react", "stateact")  # demonstration formats, alternating
     lora_r: int = 32
     lora_alpha: int = 64
@@ -95,41 +92,29 @@ class WarmSpec:
     epochs: int = 2
     max_tokens: int = 3072  # longer demonstrations are left out
     threads: int = 2  # the build has the machine to itself (make run)
-    # How the demonstrations search (curriculum.Mix): "walkthrough" replays the expert's plan (after `detours`
-    # visits elsewhere); "random" and "ordered" are curriculum.py's searching demonstrations, `hint_share` of
-    # them played under a retrieved hint block that they follow.
-    search: str = "ordered"
+    # ALFWorld: curriculum.py's searching demonstrations (the room's receptacles in order), `hint_share` of them
+    # played under a retrieved hint block that they follow; their thoughts are demos.annotate's "planned" ones.
     hint_share: float = 0.5
-    # How the demonstrations' thoughts are written (demos.annotate): "plain"; "grounded" (each search step
-    # names the object sought, then whether the receptacle just visited holds one, before acting); "planned"
-    # (grounded, and once the object is in hand, what the task still needs).
-    thoughts: str = "planned"
     # Extra reserved games whose target receptacle is closed until opened (CLOSABLE): demonstrations that open
     # it before putting the object in, which the `games` alone hold few of (6 of 90 puts).
     closed_targets: int = 40
     # The benchmark the demonstrations come from. On WebShop `games` counts reserved goals (webshop_demos.demo_goals,
-    # at most `goals_per_product` per product), `hint_share` and `option_share` are webshop_demos.WebMix's,
-    # thoughts="planned" is WebMix.planned, and search, detours and closed_targets (ALFWorld's) are not used.
+    # at most `goals_per_product` per product), `hint_share` and `option_share` are webshop_demos.WebMix's, the
+    # thoughts plan from the first step (WebMix.planned), and closed_targets (ALFWorld's) is not used.
     env: str = "alfworld"
     goals_per_product: int = 8
     option_share: float = 0.5  # unhinted WebShop demonstrations that still choose the asked options
     hint_bank: str = "templates"  # WebShop: webshop_demos.WebMix.bank
 
     def key(self) -> str:
-        fields = asdict(self)
-        for name, unset in _ADDED_FIELDS.items():  # hashed only when set: folders built before them stay valid
-            if fields[name] == unset:
-                del fields[name]
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:10]
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
 
     @property
     def steps(self) -> int:
-        """Optimizer steps when every game gives a demonstration (a searching spec keeps only the won ones)."""
+        """Optimizer steps when every game gives a demonstration (searching demonstrations that lose are left out)."""
         return math.ceil((self.games + self.closed_targets) * self.epochs / self.batch_size)
 
 
-_ADDED_FIELDS = {"search": "walkthrough", "hint_share": 0.0, "thoughts": "plain", "closed_targets": 0, "env": "alfworld",
-                 "goals_per_product": 8, "option_share": 0.5, "hint_bank": "templates"}
 CLOSABLE = ("cabinet", "drawer", "fridge", "microwave", "safe")  # target receptacles that start closed
 
 
@@ -139,8 +124,7 @@ CLOSABLE = ("cabinet", "drawer", "fridge", "microwave", "safe")  # target recept
 # thoughts plan from the first step (and name the rule when there is one).
 WARM_SPECS = {
     "alfworld": WarmSpec(),
-    "webshop": WarmSpec(env="webshop", games=68, search="walkthrough", thoughts="planned", closed_targets=0,
-                        option_share=0.0, hint_bank="failures"),
+    "webshop": WarmSpec(env="webshop", games=68, closed_targets=0, option_share=0.0, hint_bank="failures"),
 }
 
 
@@ -182,36 +166,27 @@ def _demo_goals(spec: WarmSpec) -> list:
 
 
 def demo_records(spec: WarmSpec, workers: int = 2) -> list[dict]:
-    """Walkthrough replays (with searching detours) of the demonstration games, cached as JSONL; or, for a
-    searching spec, curriculum.py's demonstrations, some under a hint block (won ones only); on WebShop,
-    webshop_demos.py's purchases (every one of the goal's own product; some skip the asked options)."""
-    from ragdistill.miniature.walkthroughs import cached_replays
-
+    """curriculum.py's searching demonstrations of the demonstration games, some under a hint block (won ones only);
+    on WebShop, webshop_demos.py's purchases (every one of the goal's own product; some skip the asked options)."""
     if spec.env == "webshop":
         from ragdistill.miniature.webshop_demos import WebMix, webshop_demos
 
-        mix = WebMix(seed=spec.seed, hint_share=spec.hint_share, option_share=spec.option_share, ids_as_shown=True,
-                     bank=spec.hint_bank, planned=spec.thoughts == "planned")
+        mix = WebMix(seed=spec.seed, hint_share=spec.hint_share, option_share=spec.option_share, bank=spec.hint_bank,
+                     planned=True)
         return webshop_demos(demo_games(spec), mix)
+    from ragdistill.miniature.curriculum import Mix, alfworld_demos
 
-    if spec.search != "walkthrough" or spec.hint_share:
-        from ragdistill.miniature.curriculum import Mix, alfworld_demos
-
-        mix = Mix(seed=spec.seed, hint_share=spec.hint_share, search=spec.search, detours=spec.detours)
-        return alfworld_demos(demo_games(spec), mix, workers=workers)
-    cache_file = cache_dir() / "walkthroughs" / f"reserved-detours{spec.detours}.jsonl"
-    records = cached_replays(demo_games(spec), cache_file, workers=workers, detours=spec.detours)
-    return [r for r in records if r["won"]]
+    mix = Mix(seed=spec.seed, hint_share=spec.hint_share, search="ordered")
+    return alfworld_demos(demo_games(spec), mix, workers=workers)
 
 
-def demo_chats(records: list[dict], agents: tuple[str, ...] = ("react", "stateact"), thoughts: str = "plain") -> list[list[dict]]:
-    """Each demonstration as its agent's chat (no few-shot examples), ending on the last answer; `thoughts` as
-    demos.annotate writes them (which rejects an unknown style; WebShop demonstrations carry their own)."""
-    from ragdistill.miniature import curriculum
-    from ragdistill.miniature import webshop_demos
+def demo_chats(records: list[dict], agents: tuple[str, ...] = ("react", "stateact")) -> list[list[dict]]:
+    """Each demonstration as its agent's chat (no few-shot examples), ending on the last answer; ALFWorld's with
+    demos.annotate's "planned" thoughts (WebShop demonstrations carry their own)."""
+    from ragdistill.miniature import curriculum, webshop_demos
 
     return [webshop_demos.demo_chat(r, agents[i % len(agents)]) if r.get("env") == "webshop"
-            else curriculum.demo_chat(r, agents[i % len(agents)], thoughts) for i, r in enumerate(records)]
+            else curriculum.demo_chat(r, agents[i % len(agents)], "planned") for i, r in enumerate(records)]
 
 
 def default_dest(spec: WarmSpec) -> Path:
@@ -219,7 +194,8 @@ def default_dest(spec: WarmSpec) -> Path:
 
 
 def train_lora(model, examples: list[tuple[list[int], list[int]]], spec: WarmSpec, progress: bool = True):
-    """LoRA training, `epochs` passes; assistant tokens only carry loss. Returns (PEFT model, loss per step)."""
+    """LoRA training with loop.train_loop, `epochs` shuffled passes of `batch_size` demonstrations a step; examples
+    are (ids, assistant mask) and only assistant tokens carry loss. Returns (PEFT model, loss per step)."""
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(spec.seed)
@@ -231,8 +207,6 @@ def train_lora(model, examples: list[tuple[list[int], list[int]]], spec: WarmSpe
         task_type="CAUSAL_LM",
     )
     peft_model = get_peft_model(model, config)
-    params = [p for p in peft_model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0)
     rng = random.Random(spec.seed)
     order: list[int] = []
     for _ in range(spec.epochs):
@@ -240,29 +214,9 @@ def train_lora(model, examples: list[tuple[list[int], list[int]]], spec: WarmSpe
         rng.shuffle(epoch)
         order += epoch
     batches = [order[i : i + spec.batch_size] for i in range(0, len(order), spec.batch_size)]
-    peft_model.train()
-    losses = []
-    for step, batch in enumerate(tqdm(batches, desc="warm-start (LoRA)", unit="steps", disable=not progress)):
-        for group in opt.param_groups:
-            group["lr"] = warmup_cosine(step, len(batches), spec.lr)
-        # Loss averaged over the assistant tokens of the whole batch, one sequence at a time (no padding). Only
-        # the positions that predict an assistant token go through the LM head (about 40% of them): the same
-        # gradients, bit for bit, with about 10% less compute.
-        n_tokens = sum(sum(1 for m in examples[i][1] if m) for i in batch)
-        total = 0.0
-        for i in batch:
-            ids, mask = examples[i]
-            targets = torch.tensor([t for t, m in zip(ids[1:], mask[1:]) if m])
-            keep = torch.tensor([p for p, m in enumerate(mask[1:]) if m], dtype=torch.long)
-            logits = peft_model(input_ids=torch.tensor([ids]), logits_to_keep=keep).logits[0].float()
-            loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum") / max(1, n_tokens)
-            loss.backward()
-            total += loss.item()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad()
-        losses.append(total)
-    peft_model.eval()
+    labelled = [(ids, masked_labels(ids, mask)) for ids, mask in examples]
+    losses = train_loop(peft_model, labelled, batches, lambda s: warmup_cosine(s, len(batches), spec.lr),
+                        desc="warm-start (LoRA)", progress=progress)
     return peft_model, losses
 
 
@@ -297,7 +251,7 @@ def build_warm_checkpoint(
     if not has_generation_markers(tok.chat_template):
         raise RuntimeError(f"the chat template of {base} has no generation markers: cannot mask the loss")
     examples, dropped, with_hints = [], 0, 0
-    for record, chat in zip(records, demo_chats(records, spec.agents, spec.thoughts)):
+    for record, chat in zip(records, demo_chats(records, spec.agents)):
         ids, mask = encode(tok, chat)
         if len(ids) > spec.max_tokens:
             dropped += 1

@@ -30,9 +30,6 @@ class WebMix:
     hint_share: float = 0.5  # share of demonstrations played under a hint block
     option_share: float = 0.5  # without an options rule: share of demonstrations that choose the options
     k: int = 3
-    # Product ids as the page spells them (upper case) instead of lower-cased as the agents' instructions ask: the
-    # shop reads either, and a tiny model copies a page's spelling far sooner than it learns to change its case.
-    ids_as_shown: bool = False
     short_search: bool = False  # search_words(short=True)
     bank: str = "templates"  # the hints' bank: demo_bank ("templates") or failure_bank ("failures")
     # Thoughts that plan from the first step: what the shopper will do once the item is open (click each asked
@@ -145,7 +142,9 @@ def play(goal, hints: list[str], choose_options: bool, mix: "WebMix") -> dict:
         f"{rule if mix.planned and picks else ''}I am on the search page. I search for the product with its main features.{plan}")
     page = "results page 1"
     then = "" if not mix.planned else " to click each asked option" if picks else " to buy it"
-    act(f"click[{goal.asin if mix.ids_as_shown else goal.asin.lower()}]",
+    # The product id as the page spells it (upper case), not lower-cased as the agents' instructions ask: the shop
+    # reads either, and a tiny model copies a page's spelling far sooner than it learns to change its case.
+    act(f"click[{goal.asin}]",
         f"{goal.asin} comes first and fits the instruction. I open it{then}.")
     page = f"item {goal.asin}"
     if choose_options:

@@ -86,6 +86,9 @@ class AlfworldBenchmark(Benchmark):
 
         return diagnose(record)[:max_hints]
 
+    def episode_note(self, record: dict) -> str:
+        return ""  # the steps say it all: won or not
+
     def hint_problem(self, hint: str) -> str | None:
         inst = _INSTANCE.search(_PLACEHOLDER.sub("", hint))
         return f"names the instance {inst.group(0)!r}; use a placeholder such as {{object}}" if inst else None

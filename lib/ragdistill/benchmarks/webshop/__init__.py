@@ -107,3 +107,6 @@ class WebShopBenchmark(Benchmark):
     def hint_problem(self, hint: str) -> str | None:
         product = _PRODUCT_ID.search(hint)
         return f"names the product {product.group(0)!r}; write a rule for any product" if product else None
+
+    def fill_placeholders(self, hint: str, task_id: str) -> str:
+        return hint  # WebShop hints have no placeholders
