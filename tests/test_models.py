@@ -5,7 +5,7 @@ import torch
 
 from ragdistill.benchmarks.alfworld.env import AlfworldEnv, balanced_sample, list_games
 from ragdistill.models.loading import answer_chat, load_model
-from ragdistill.miniature.warmstart import build_cpu_checkpoint
+from ragdistill.miniature.smollm2 import build_cpu_checkpoint
 from ragdistill.method.agents import REACT
 
 CHAT = [
@@ -79,7 +79,7 @@ def test_cpu_model_is_smollm2_from_the_gguf_and_generates(cpu_model):
 def test_cpu_template_renders_like_smollm2_stock_template(cpu_model):
     from transformers import AutoTokenizer
 
-    from ragdistill.miniature.warmstart import SMOLLM2_GGUF, _smollm2_folder
+    from ragdistill.miniature.smollm2 import SMOLLM2_GGUF, _smollm2_folder
 
     stock = AutoTokenizer.from_pretrained(_smollm2_folder(), gguf_file=SMOLLM2_GGUF)
     ours = cpu_model.tokenizer

@@ -309,7 +309,7 @@ def test_buying_ends_the_episode_with_the_reward(shop):
 
 
 def test_oracle_policy_scores_near_one(shop):
-    from ragdistill.benchmarks.webshop.env import oracle_actions
+    from ragdistill.benchmarks.webshop.oracle import oracle_actions
 
     rewards = []
     for goal in list_goals("test"):

@@ -7,7 +7,8 @@ import pytest
 
 from ragdistill.method import hints
 from ragdistill.benchmarks.webshop.data import WEBSHOP_CATEGORIES, Goal, load_shop
-from ragdistill.benchmarks.webshop.env import PAGE_SIZE, TOP_K, WebShopEnv, oracle_actions, parse_action, search_action
+from ragdistill.benchmarks.webshop.env import PAGE_SIZE, TOP_K, WebShopEnv, parse_action
+from ragdistill.benchmarks.webshop.oracle import oracle_actions, search_action
 from ragdistill.benchmarks.webshop.hints import HINTS, current_product, diagnose, heuristic_hints, page, replay
 from ragdistill.benchmarks.webshop.reward import attributes_matched, goal_options, options_matched, purchase_reward
 

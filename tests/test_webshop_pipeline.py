@@ -13,7 +13,7 @@ from ragdistill.generation.backends import Completion
 from ragdistill.benchmarks import balanced, eval_tasks, get_task, is_training_task, training_tasks
 from ragdistill.run.io import read_jsonl
 from ragdistill.method.rollout.lockstep import EpisodeSpec, RolloutConfig, run_rollouts
-from ragdistill.benchmarks.webshop.env import search_action
+from ragdistill.benchmarks.webshop.oracle import search_action
 
 pytestmark = pytest.mark.usefixtures("webshop_root")
 

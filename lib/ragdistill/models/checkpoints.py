@@ -17,7 +17,7 @@ BUILDERS = {
     "gguf": "ragdistill.miniature.warmstart:warm_checkpoint",
 }
 # The `cpu` profile's model before its warm-start: SmolLM2-135M-Instruct as released, converted from GGUF.
-BASE_BUILDERS = {"gguf": "ragdistill.miniature.warmstart:build_cpu_checkpoint"}
+BASE_BUILDERS = {"gguf": "ragdistill.miniature.smollm2:build_cpu_checkpoint"}
 
 
 def _call(target: str, *args) -> str:

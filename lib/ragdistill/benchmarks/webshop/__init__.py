@@ -82,7 +82,8 @@ class WebShopBenchmark(Benchmark):
 
     def expert_actions(self, task_id: str) -> list[str]:
         """The oracle purchase: search the goal product's title, open it, choose the goal options, buy."""
-        from ragdistill.benchmarks.webshop.env import WebShopEnv, oracle_actions
+        from ragdistill.benchmarks.webshop.env import WebShopEnv
+        from ragdistill.benchmarks.webshop.oracle import oracle_actions
 
         return oracle_actions(WebShopEnv(task_id))
 

@@ -32,7 +32,7 @@ from ragdistill.benchmarks.webshop.search import TOP_K, SearchIndex
 
 # The goal helpers are re-exported so a rollout loop needs only this module.
 __all__ = ["WEBSHOP_CATEGORIES", "WEBSHOP_SPLITS", "Goal", "SearchIndex", "Step", "WebShopEnv", "get_goal",
-           "list_goals", "oracle_actions"]
+           "list_goals"]
 
 SEP = " [SEP] "
 PAGE_SIZE = 10
@@ -288,31 +288,3 @@ class WebShopEnv:
 
     def close(self) -> None:
         """Nothing to release: kept so a rollout loop can treat WebShop and ALFWorld alike."""
-
-
-def search_action(text: str) -> str:
-    """`search[text]` with the text's own brackets made spaces: WebShop would misread them, and the search ignores them."""
-    return f"search[{text.replace('[', ' ').replace(']', ' ')}]"
-
-
-def oracle_actions(env: WebShopEnv, max_pages: int = TOP_K // PAGE_SIZE) -> list[str]:
-    """Play the goal's own purchase (search its title, find it, choose its options, buy) and return the actions."""
-    env.reset()
-    goal, taken = env.goal, []
-
-    def act(action: str) -> Step:
-        taken.append(action)
-        return env.step(action)
-
-    act(search_action(env.shop.products[goal.asin].title))
-    for _ in range(max_pages):
-        state = env._require()
-        if f"click[{goal.asin.lower()}]" in env.available_actions() or state.page_no * PAGE_SIZE >= len(state.results):
-            break
-        act("click[next >]")
-    step = act(f"click[{goal.asin.lower()}]")
-    if step.admissible:
-        for _, value in goal.options:
-            act(f"click[{value}]")
-        act("click[buy now]")
-    return taken

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ragdistill.run.config.names import CONDITIONS
 
-from ragdistill.method.analysis import TYPE_ORDER, discordant, episode_figures, mcnemar_exact, pair_up, summary, wilson
+from ragdistill.method.analysis import TYPE_ORDER, episode_figures, pair_up, paired_counts, summary, wilson
 
 LABELS = {"base": "base", "hints": "base+hints (teacher)", "sft": "SFT", "distilled": "distilled"}
 
@@ -59,15 +59,11 @@ def paired_test(df: pd.DataFrame, a: str, b: str) -> dict | None:
     m = pair_up(df[df.condition == a], df[df.condition == b])
     if m.empty:
         return None
-    only_a, only_b = discordant(m)
+    counts, p = paired_counts(m, a, b, wins="{}_wins", only="only_{}")
     diff, low, high = game_interval(m)
     return {
-        "pairs": len(m),
-        f"{a}_wins": int(m.won_a.sum()),
-        f"{b}_wins": int(m.won_b.sum()),
-        f"only_{a}": only_a,
-        f"only_{b}": only_b,
-        "mcnemar_p": round(mcnemar_exact(only_a, only_b), 4),
+        **counts,
+        "mcnemar_p": round(p, 4),
         "games": int(m.game_id.nunique()),
         "difference": round(diff, 1),  # success of a minus b, in points
         "ci_low": round(low, 1),

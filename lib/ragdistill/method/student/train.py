@@ -3,8 +3,9 @@
 One entry point for the notebook and for several GPUs:
 `python -m ragdistill.method.student.train --run <run> --profile <p>` or `accelerate launch -m ragdistill.method.student.train ...`; options are
 StudentConfig's fields (`--max-steps 10`, `--adapters distilled sft`) or a YAML file of them (`--config f.yaml`).
-The stage's parts: its config (config.StudentConfig), its data and loss mask (train_data, chat_template), the model
-and trainer (train_model), out-of-memory messages (train_oom); here, training with resume and the script.
+The stage's parts: its config (run.config.StudentConfig), its data and loss mask (data.py, chat_template), the model
+and trainer (model.py), one adapter's training run (fit.py), out-of-memory messages (oom.py); here, the decisions
+around a run (skip, reuse, resume, restart) and the script.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import math
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,8 @@ from ragdistill.method.student.data import (
     read_examples,
     skip_reason,
 )
-from ragdistill.method.student.model import checkpointing_args, load_base, lora_config, mean_loss, sft_config
-from ragdistill.method.student.progress import headless_progress
+from ragdistill.method.student.model import checkpointing_args, load_base, lora_config, sft_config
+from ragdistill.method.student.fit import RESULT_FILE, base_weights, fit, is_main_process
 from ragdistill.method.student.oom import GpuOutOfMemory, guard_oom, oom_message
 
 # What the notebook, the tests and scripts import from the stage module.
@@ -47,7 +47,6 @@ __all__ = ["QWEN25_DEFAULT_SYSTEM", "SOURCES", "AdapterData", "GpuOutOfMemory", 
            "marked_template", "oom_message", "parse_args", "prepare_data", "show_loss_mask", "sft_config", "skip_reason",
            "train_adapter", "train_student", "write_metrics"]
 
-RESULT_FILE = "result.json"  # written last: its presence marks a finished adapter
 
 
 def settings_fingerprint(cfg: StudentConfig, data: AdapterData) -> str:
@@ -66,10 +65,6 @@ def planned_steps(cfg: StudentConfig, examples: int) -> int:
         return cfg.max_steps
     batches = math.ceil(examples / (cfg.per_device_batch * int(os.environ.get("WORLD_SIZE", "1"))))
     return math.ceil(max(1, batches // cfg.grad_accumulation()) * cfg.epochs)
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def finished_result(cfg: StudentConfig, name: str) -> dict | None:
@@ -95,25 +90,10 @@ def _skipped(name: str, reason: str, data: AdapterData | None = None) -> dict:
     return {"adapter": name, "skipped": True, "reason": reason, **(data.summary() if data else {"examples": 0})}
 
 
-def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, tokenizer=None) -> dict:
-    """Train (or resume, or reuse) one adapter; returns its figures, which also go to adapters/<name>/result.json."""
-    from datasets import Dataset
-    from trl import SFTTrainer
-
-    if not read_examples(cfg.examples_file(name)):  # no tokenizer, no model: nothing to train on
-        return _skipped(name, EMPTY_ADVICE[name])
-    tokenizer = tokenizer or load_tokenizer(cfg)
-    data = prepare_data(cfg, tokenizer, name)
-    reason = skip_reason(cfg, data)
-    if reason:
-        return _skipped(name, reason, data)
-    fingerprint = settings_fingerprint(cfg, data)
+def _restart_or_resume(cfg: StudentConfig, name: str, fingerprint: str, done: dict | None) -> str | None:
+    """Clear an adapter trained on other data or settings (or a finished one trained too short or long) and stamp
+    its checkpoint folder with `fingerprint`; the checkpoint to resume from, if any."""
     adapter_dir, ckpt_dir = cfg.adapter_dir(name), cfg.checkpoint_dir(name)
-    schedule = {"epochs": cfg.epochs, "max_steps": cfg.max_steps}
-    done = finished_result(cfg, name)
-    if done and done.get("fingerprint") == fingerprint and done.get("schedule") == schedule:
-        print(f"[{name}] finished already ({adapter_dir}): skipped. Delete that folder to train it again.")
-        return {**done, "reused": True}
     stamp = ckpt_dir / "fingerprint.txt"
     stale = done or (stamp.is_file() and stamp.read_text().strip() != fingerprint)
     if stale and is_main_process():
@@ -124,11 +104,15 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
     if is_main_process():
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         stamp.write_text(fingerprint + "\n")
+    return resume
+
+
+def _warn_about_data(cfg: StudentConfig, name: str, data: AdapterData) -> None:
+    """Say what was dropped or kept over-long, and when there are too few steps for the adapter to move."""
     if data.dropped:
         print(f"[{name}] {data.dropped} of {data.total} examples are longer than max_length={cfg.length_limit} tokens and were dropped")
     elif data.overlong:
         print(f"[{name}] {data.overlong} examples are longer than {cfg.length_limit} tokens: kept whole, max_length raised to {data.max_length}")
-
     steps = planned_steps(cfg, len(data.records))
     if steps < 10 and cfg.max_steps <= 0:
         print(
@@ -137,88 +121,39 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
             "rate at 0, so the adapter barely moves. More data (earlier stages), a smaller effective_batch or more "
             "epochs give it more steps."
         )
+
+
+def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, tokenizer=None) -> dict:
+    """Train (or resume, or reuse) one adapter; returns its figures, which also go to adapters/<name>/result.json."""
+    if not read_examples(cfg.examples_file(name)):  # no tokenizer, no model: nothing to train on
+        return _skipped(name, EMPTY_ADVICE[name])
+    tokenizer = tokenizer or load_tokenizer(cfg)
+    data = prepare_data(cfg, tokenizer, name)
+    reason = skip_reason(cfg, data)
+    if reason:
+        return _skipped(name, reason, data)
+    fingerprint = settings_fingerprint(cfg, data)
+    schedule = {"epochs": cfg.epochs, "max_steps": cfg.max_steps}
+    done = finished_result(cfg, name)
+    if done and done.get("fingerprint") == fingerprint and done.get("schedule") == schedule:
+        print(f"[{name}] finished already ({cfg.adapter_dir(name)}): skipped. Delete that folder to train it again.")
+        return {**done, "reused": True}
+    resume = _restart_or_resume(cfg, name, fingerprint, done)
+    _warn_about_data(cfg, name, data)
     if cfg.cuda:
         torch.cuda.reset_peak_memory_stats()
     n_loss = min(cfg.loss_examples, len(data.ids))
+    marks = {"fingerprint": fingerprint, "schedule": schedule, "adapter_dir": str(cfg.adapter_dir(name))}
 
     def run() -> dict:
         if cfg.threads and not cfg.cuda:
             threads = torch.get_num_threads()
             torch.set_num_threads(cfg.threads)
             try:
-                return train()
+                return fit(cfg, name, data, tokenizer, callbacks, resume, n_loss, marks)
             finally:
                 torch.set_num_threads(threads)
-        return train()
-
-    def train() -> dict:
-        model = load_base(cfg)
-        trainer = SFTTrainer(
-            model=model,
-            args=sft_config(cfg, name, data.max_length),
-            train_dataset=Dataset.from_list([{"messages": r["messages"]} for r in data.records]),
-            processing_class=tokenizer,
-            peft_config=lora_config(cfg),
-            callbacks=callbacks,
-        )
-        headless_progress(trainer, name)
-        trainable, total = trainer.model.get_nb_trainable_parameters()
-        before = mean_loss(trainer.model, data.ids[:n_loss], data.masks[:n_loss]) if n_loss else None
-        if resume:
-            print(f"[{name}] resuming from {resume}")
-        start = time.perf_counter()
-        output = trainer.train(resume_from_checkpoint=resume)
-        seconds = time.perf_counter() - start
-        after = mean_loss(trainer.model, data.ids[:n_loss], data.masks[:n_loss]) if n_loss else None
-        trainer.save_model(str(adapter_dir))
-        state = trainer.state
-        tokens = state.num_input_tokens_seen - getattr(trainer, "_initial_num_input_tokens_seen", 0)
-        losses = [e["loss"] for e in state.log_history if "loss" in e]
-        result = {
-            "adapter": name,
-            "skipped": False,
-            **data.summary(),
-            "steps": state.global_step,
-            "resumed_from": Path(resume).name if resume else None,
-            "epochs": round(state.epoch or 0.0, 3),
-            "seconds": round(seconds, 1),
-            "tokens_seen": int(state.num_input_tokens_seen),
-            "tokens_per_second": round(tokens / seconds, 1) if seconds > 0 else None,
-            "loss_first": losses[0] if losses else None,
-            "loss_last": losses[-1] if losses else None,
-            "train_loss": output.training_loss,
-            "loss_before": before,
-            "loss_after": after,
-            "loss_examples": n_loss,
-            "trainable_parameters": trainable,
-            "total_parameters": total,
-            "peak_gpu_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cfg.cuda else None,
-            "device": torch.cuda.get_device_name() if cfg.cuda else "cpu",
-            "load_4bit": cfg.use_4bit,
-            "weights": base_weights(cfg, model).to_dict(),  # the base this adapter learnt to correct
-            "fingerprint": fingerprint,
-            "schedule": schedule,
-            "adapter_dir": str(adapter_dir),
-        }
-        if is_main_process():
-            resolved = {
-                "stage_config": cfg.to_dict(),
-                "lora": {k: sorted(v) if isinstance(v, set) else v for k, v in lora_config(cfg).to_dict().items()
-                         if k in ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "task_type")},
-                "grad_accumulation": cfg.grad_accumulation(),
-                "processes": int(os.environ.get("WORLD_SIZE", "1")),
-                "max_length": data.max_length,
-                "gradient_checkpointing": cfg.use_gradient_checkpointing,
-                "load_4bit": cfg.use_4bit,
-                "input": str(data.path),
-            }
-            atomic_write_json(adapter_dir / "train_config.json", resolved)
-            atomic_write_json(adapter_dir / "log_history.json", state.log_history)
-            atomic_write_json(adapter_dir / RESULT_FILE, result)
-            if not cfg.keep_checkpoints:
-                shutil.rmtree(ckpt_dir, ignore_errors=True)
-        del trainer, model
-        return result
+        return fit(cfg, name, data, tokenizer, callbacks, resume, n_loss, marks)
 
     paged_at_start = paged_bytes()  # bitsandbytes' paged optimizer state left by earlier adapters (0: none)
     try:
@@ -236,15 +171,6 @@ def train_adapter(cfg: StudentConfig, name: str, callbacks: list | None = None, 
         f"loss on {n_loss} training examples {_fmt(result['loss_before'])} -> {_fmt(result['loss_after'])}"
     )
     return result
-
-
-def base_weights(cfg: StudentConfig, model):
-    """The weights an adapter is trained on (weights.Weights): the checkpoint `load_base` read, its quantization."""
-    from ragdistill.models.checkpoints import model_path
-    from ragdistill.models.profiles import get_profile
-    from ragdistill.models.weights import of_model
-
-    return of_model(model, model_path(get_profile(cfg.profile), cfg.env))
 
 
 def _fmt(x: float | None) -> str:
