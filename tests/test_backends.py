@@ -20,8 +20,8 @@ def _chats(n):
 
 def test_batched_generation_equals_one_at_a_time(smoke_model):
     chats = _chats(5)
-    batched = TransformersBackend(smoke_model, batch_size=5, reuse_cache=False).generate(chats, max_new_tokens=40)
-    single = TransformersBackend(smoke_model, batch_size=1, reuse_cache=False).generate(chats, max_new_tokens=40)
+    batched = TransformersBackend(smoke_model, batch_size=5, mode="batched").generate(chats, max_new_tokens=40)
+    single = TransformersBackend(smoke_model, batch_size=1, mode="batched").generate(chats, max_new_tokens=40)
     assert [c.text for c in batched] == [c.text for c in single]
     assert [c.completion_tokens for c in batched] == [c.completion_tokens for c in single]
 
@@ -66,9 +66,9 @@ def test_stop_strings_cut_the_text(smoke_model, mode):
 def test_cache_reuse_with_batched_decoding_is_the_default(smoke_model):
     """The default mode does not depend on the device: on a GPU too, every step would re-read the whole episode."""
     assert TransformersBackend(smoke_model).mode == "batched-reuse"
-    assert TransformersBackend(smoke_model).reuse_cache
-    assert TransformersBackend(smoke_model, reuse_cache=True).mode == "reuse"
-    assert not TransformersBackend(smoke_model, reuse_cache=False).reuse_cache
+    assert TransformersBackend(smoke_model).reuses_caches
+    assert TransformersBackend(smoke_model, mode="reuse").mode == "reuse"
+    assert not TransformersBackend(smoke_model, mode="batched").reuses_caches
     assert TransformersBackend(smoke_model, mode="batched").mode == "batched"
     with pytest.raises(ValueError, match="unknown mode 'fast'"):
         TransformersBackend(smoke_model, mode="fast")
@@ -154,8 +154,8 @@ def _count_fed_tokens(model):
 
 @pytest.mark.parametrize("stop", [None, ["action:"]])
 def test_cache_reuse_gives_the_batched_answers_with_far_less_prefill(smoke_model, stop):
-    batched = TransformersBackend(smoke_model, batch_size=3, reuse_cache=False)
-    reusing = TransformersBackend(smoke_model, batch_size=3, reuse_cache=True)
+    batched = TransformersBackend(smoke_model, batch_size=3, mode="batched")
+    reusing = TransformersBackend(smoke_model, batch_size=3, mode="reuse")
     fed, handle = _count_fed_tokens(smoke_model.model)
     sent = []
     try:

@@ -314,7 +314,7 @@ def test_empty_input_says_what_to_change_and_trains_nothing(outputs):
 
 
 def test_out_of_memory_becomes_a_message_that_names_the_memory_parameters(smoke_model, outputs, run04, monkeypatch):
-    import ragdistill.method.student.train as train
+    import ragdistill.method.student.fit as fit
 
     cfg = StudentConfig.from_params({**FAST, "run": run04, "adapters": ["sft"]})
 
@@ -329,7 +329,7 @@ def test_out_of_memory_becomes_a_message_that_names_the_memory_parameters(smoke_
     assert "\n" not in message and err.value.__context__ is None  # one paragraph, no chained traceback
     assert guard_oom(cfg, "sft", lambda: 7) == 7
     # The same conversion on the real path: the model load runs out of memory.
-    monkeypatch.setattr(train, "load_base", lambda cfg: oom())
+    monkeypatch.setattr(fit, "load_base", lambda cfg: oom())
     with pytest.raises(GpuOutOfMemory, match="'sft' adapter"):
         train_adapter(cfg, "sft")
 

@@ -33,6 +33,20 @@ def _rest_of_task(task_type: str, receptacle: str) -> str:
     return f"put it in the {receptacle}"
 
 
+def _carrying(held: str, verb: str, place: str, nxt: str, transformed: bool, planned: bool, receptacle: str) -> str:
+    """The thought of a `go to` with the object in hand (`verb`: the task type; `nxt`: the next action)."""
+    if planned and verb in _VERBED:
+        return (f"The {held} is {_VERBED[verb]}. Now I take it to {place}." if transformed
+                else f"The {held} is not {_VERBED[verb]} yet. I go to {place} to {verb} it.")
+    if planned and nxt.startswith("use"):
+        return f"I hold the {held}. I go to {place} to use the {receptacle}."
+    if verb in ("heat", "cool", "clean") and not transformed:
+        return f"I have the {held}. To {verb} it, I go to {place}."
+    if nxt.startswith("use"):
+        return f"Now I need a light to examine the {held}. I go to {place}."
+    return f"Now I take the {held} to {place}."
+
+
 def annotate(record: dict, thoughts: str = "plain") -> list[dict]:
     """Per step: a thought, the action, the observation, and the location and inventory before acting.
 
@@ -72,27 +86,14 @@ def annotate(record: dict, thoughts: str = "plain") -> list[dict]:
                     else f"I need to find {_an(obj)}. I will check {place}."
                 )
             else:
-                held = inventory[-1].rsplit(" ", 1)[0]
-                verb = record["task_type"]
-                if planned and verb in _VERBED:
-                    thought = (f"The {held} is {_VERBED[verb]}. Now I take it to {place}." if transformed
-                               else f"The {held} is not {_VERBED[verb]} yet. I go to {place} to {verb} it.")
-                elif planned and nxt.startswith("use"):
-                    thought = f"I hold the {held}. I go to {place} to use the {receptacle}."
-                elif verb in ("heat", "cool", "clean") and not transformed:
-                    thought = f"I have the {held}. To {verb} it, I go to {place}."
-                elif nxt.startswith("use"):
-                    thought = f"Now I need a light to examine the {held}. I go to {place}."
-                else:
-                    thought = f"Now I take the {held} to {place}."
+                thought = _carrying(inventory[-1].rsplit(" ", 1)[0], record["task_type"], place, nxt, transformed,
+                                    planned, receptacle)
             location = place
         elif action.startswith("take "):
             item = re.match(r"take (.+?) from", action).group(1)
             if planned and not inventory:
                 ttype = "put" if placed else record["task_type"]  # the second object of puttwo: put it, done
                 thought = f"Looking for {_an(obj)}: {item} is here. I take it, then {_rest_of_task(ttype, receptacle)}."
-            elif planned and not inventory:
-                thought = f"Looking for {_an(obj)}: {item} is here. I take it."
             else:
                 thought = f"I see {item} here. I take it."
             inventory.append(item)

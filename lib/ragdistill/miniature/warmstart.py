@@ -4,7 +4,7 @@ on demonstrations of reserved train games).
 SmolLM2-135M-Instruct out of the box answers ALFWorld in prose and wins almost no game, so every later
 stage would have nothing to work with. The paper's 7B model brings two skills natively: it acts in the game's
 command language, and it follows a rule written in its prompt. This warm-start is the miniature's stand-in for
-both. It learns from the reserved slice of train (`alfworld_env.reserved_games`, never used by any later
+both. It learns from the reserved slice of train (`benchmarks.alfworld.env.reserved_games`, never used by any later
 stage, never an evaluation game): by default curriculum.py's searching demonstrations (visit the receptacles
 in the room's order until the object is in sight, then the expert's plan; thoughts that name the object
 sought and what the last observation shows before each action), about half of them under a hint block made

@@ -93,7 +93,7 @@ def demo_bank(goals: list) -> dict[str, list[Hint]]:
 
 
 def failure_bank(goals: list, mix: "WebMix") -> dict[str, list[Hint]]:
-    """What stage 02's extractor (webshop_hints.heuristic_hints) says about each goal's plain purchase (search,
+    """What stage 02's extractor (benchmarks.webshop.hints.heuristic_hints) says about each goal's plain purchase (search,
     open the first result, buy without choosing an option), per category; goals bought in full add nothing."""
     from ragdistill.benchmarks.webshop.hints import heuristic_hints
 

@@ -3,10 +3,10 @@
 Observations are WebShop's text mode, page by page: the visible texts joined by ` [SEP] `. Actions are
 `search[<query>]` (from any page, as the original allows) and `click[<button, product id or option value>]`,
 read as WebShop reads them: the argument lower-cased, the verb as written. The search is WebShop's engine
-(webshop_search); `<c> dept`, `<q> query`, `<a> attribute` and `<r>` are its listing shortcuts (a department,
+(search.py); `<c> dept`, `<q> query`, `<a> attribute` and `<r>` are its listing shortcuts (a department,
 a scraped query, an attribute, 50 random products). An action the page does not offer changes nothing: the
 page stays as it was and the step is marked not admissible. Buying ends the episode with WebShop's reward (see
-webshop_reward) on WebShop's done page. In a rollout loop:
+reward.py) on WebShop's done page. In a rollout loop:
 
     env = WebShopEnv(get_goal(goal_id))       # or WebShopEnv(goal_id); goals from list_goals("test")
     observation, instruction = env.reset()

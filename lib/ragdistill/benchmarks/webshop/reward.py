@@ -67,7 +67,7 @@ GoalOption = Union[tuple[str, str], str]
 
 
 class Purchasable(Protocol):
-    """What the reward reads from a product (webshop_data.Product has all of it)."""
+    """What the reward reads from a product (data.Product has all of it)."""
 
     title: str
     description: str
@@ -78,7 +78,7 @@ class Purchasable(Protocol):
 
 
 class GoalLike(Protocol):
-    """What the reward reads from a goal (webshop_data.Goal has all of it)."""
+    """What the reward reads from a goal (data.Goal has all of it)."""
 
     goal_id: str
     title: str

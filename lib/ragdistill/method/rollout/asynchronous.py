@@ -3,7 +3,7 @@
 On a server with continuous batching (vLLM), a lockstep batch waits at every step for its slowest answer and
 sends nothing while the environments step; here up to `concurrency` episodes are in flight, each on its own
 thread, and the server batches whatever requests are pending. Records, resume and stop rules are those of the
-lockstep engine (`rollout.py`): an episode is appended to the file the moment it ends.
+lockstep engine (`lockstep.py`): an episode is appended to the file the moment it ends.
 """
 
 from __future__ import annotations
@@ -31,6 +31,30 @@ def bar_label(specs: list[EpisodeSpec]) -> str:
 
 class _Stop(Exception):
     """Another episode's thread failed, or the run was interrupted: leave the current episode unfinished."""
+
+
+def _play_episode(ep: LiveEpisode, backend: ChatBackend, pool: EnvPool, cfg: RolloutConfig,
+                  stop: threading.Event) -> tuple[Step, str, float, float]:
+    """Step a started episode in its slot until a stop rule ends it: its last step, the stop reason, and the seconds
+    spent in the model and in the environment."""
+    agent = get_agent(ep.spec.agent, ep.env)
+    max_new = cfg.max_new_tokens or agent.max_new_tokens
+    model_s = env_s = 0.0
+    while True:
+        if stop.is_set():
+            raise _Stop
+        chat = agent.messages(ep.task_type, ep.first_observation, ep.turns, list(ep.spec.hints) or None, cfg.fewshot)
+        t0 = time.perf_counter()
+        comp = backend.one(chat, max_new, session=ep.spec.key)
+        model_s += time.perf_counter() - t0
+        parsed = agent.parse(comp.text)
+        t0 = time.perf_counter()
+        res = Step(**pool.call("step", ep.slot, parsed.action))
+        env_s += time.perf_counter() - t0
+        take_step(ep, comp, parsed, res)
+        reason = stop_reason(ep, res.won, res.done, cfg)
+        if reason:
+            return res, reason, model_s, env_s
 
 
 def run_async(todo: list[EpisodeSpec], backend: ChatBackend, out_path: Path, model_name: str, cfg: RolloutConfig,
@@ -63,24 +87,8 @@ def run_async(todo: list[EpisodeSpec], backend: ChatBackend, out_path: Path, mod
                     stats.retrieval_seconds += time.perf_counter() - t0
                 spec = EpisodeSpec(spec.game_id, spec.agent, spec.condition, spec.seed, tuple(hints))
             ep = LiveEpisode(spec, slot, game.task_type, game.split, observation, task, game.env)
-            agent = get_agent(spec.agent, ep.env)
-            max_new = cfg.max_new_tokens or agent.max_new_tokens
-            model_s = 0.0
-            while True:
-                if stop.is_set():
-                    raise _Stop
-                chat = agent.messages(ep.task_type, ep.first_observation, ep.turns, list(spec.hints) or None, cfg.fewshot)
-                t0 = time.perf_counter()
-                comp = backend.one(chat, max_new, session=spec.key)
-                model_s += time.perf_counter() - t0
-                parsed = agent.parse(comp.text)
-                t0 = time.perf_counter()
-                res = Step(**pool.call("step", slot, parsed.action))
-                env_s += time.perf_counter() - t0
-                take_step(ep, comp, parsed, res)
-                reason = stop_reason(ep, res.won, res.done, cfg)
-                if reason:
-                    break
+            res, reason, model_s, steps_s = _play_episode(ep, backend, pool, cfg, stop)
+            env_s += steps_s
             pool.call("release", slot)
             with lock:
                 append_jsonl(out_path, episode_record(ep, res.won, reason, model_name))

@@ -1,6 +1,6 @@
 """What a rollout plays and writes: what one action did in either benchmark, the episode to play, its key, the stop
 rules, a live episode's state and the record an ended episode leaves (one JSON line). Both rollout engines
-(rollout.py, rollout_async.py) and both environments use them."""
+(lockstep.py, asynchronous.py) and both environments use them."""
 
 from __future__ import annotations
 

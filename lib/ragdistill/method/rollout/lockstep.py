@@ -34,6 +34,24 @@ def completed_keys(path: Path) -> set[str]:
     return {episode_key(r["game_id"], r["agent"], r["condition"], r["seed"]) for r in read_jsonl(path)}
 
 
+def _start(pool: EnvPool, starting: list[tuple[int, EpisodeSpec]], hint_source: HintSource | None,
+           stats: RolloutStats) -> list[LiveEpisode]:
+    """Reset the environments of the episodes starting in these slots, retrieve their hints at t=0 (when there is
+    a hint source), and return them as live episodes."""
+    t0 = time.perf_counter()
+    firsts = pool.reset_many([(slot, spec.game_id) for slot, spec in starting])
+    stats.env_seconds += time.perf_counter() - t0
+    games = [get_task(spec.game_id) for _, spec in starting]
+    if hint_source is not None:
+        asked = [(spec, g.task_type, obs, task) for (_, spec), g, (obs, task) in zip(starting, games, firsts)]
+        t0 = time.perf_counter()
+        retrieved = hint_source(asked)
+        stats.retrieval_seconds += time.perf_counter() - t0
+        starting = [(slot, dataclasses.replace(spec, hints=tuple(h))) for (slot, spec), h in zip(starting, retrieved)]
+    return [LiveEpisode(spec, slot, game.task_type, game.split, observation, task, game.env)
+            for (slot, spec), game, (observation, task) in zip(starting, games, firsts)]
+
+
 def run_rollouts(
     specs: list[EpisodeSpec],
     backend: ChatBackend,
@@ -51,7 +69,7 @@ def run_rollouts(
 
     Batches of `cfg.batch_size` episodes step in lockstep, one model call per step for all of them; with
     `cfg.concurrency` > 0 and a backend that answers one chat at a time (a server), each episode sends its next
-    request as soon as its observation is back instead (`rollout_async`). Records, resume and stop rules are
+    request as soon as its observation is back instead (`asynchronous.run_async`). Records, resume and stop rules are
     the same either way.
     """
     out_path = Path(out_path)
@@ -75,19 +93,7 @@ def run_rollouts(
             while queue and free_slots:
                 starting.append((free_slots.pop(0), queue.pop(0)))
             if starting:
-                t0 = time.perf_counter()
-                firsts = pool.reset_many([(slot, spec.game_id) for slot, spec in starting])
-                stats.env_seconds += time.perf_counter() - t0
-                games = [get_task(spec.game_id) for _, spec in starting]
-                if hint_source is not None:
-                    asked = [(spec, g.task_type, obs, task) for (_, spec), g, (obs, task) in zip(starting, games, firsts)]
-                    t0 = time.perf_counter()
-                    retrieved = hint_source(asked)
-                    stats.retrieval_seconds += time.perf_counter() - t0
-                    starting = [(slot, dataclasses.replace(spec, hints=tuple(h)))
-                                for (slot, spec), h in zip(starting, retrieved)]
-                for (slot, spec), game, (observation, task) in zip(starting, games, firsts):
-                    live.append(LiveEpisode(spec, slot, game.task_type, game.split, observation, task, game.env))
+                live += _start(pool, starting, hint_source, stats)
             # One model call for every live episode.
             chats, agents = [], []
             for ep in live:
