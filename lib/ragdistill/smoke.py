@@ -1,5 +1,5 @@
-"""The `smoke` model: a tokenizer and a tiny Qwen2 trained offline on walkthroughs, in float64, deterministic for a
-seed on a given set of kernels (numerics.py says how far that carries across processors)."""
+"""The `smoke` model: a tokenizer and a tiny Qwen2 trained offline on walkthroughs, in float64, its weights put on a
+grid after every step so that any processor builds the same bytes (numerics.py)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 class SmokeSpec:
     """Everything that determines the smoke model; its hash names the cache folder."""
 
-    version: int = 11
+    version: int = 12
     seed: int = 0
     games_per_type: int = 6  # ALFWorld demonstrations, from the reserved slice of train
     webshop_goals: int = 60  # WebShop demonstrations, from the reserved products of train
@@ -44,6 +44,10 @@ class SmokeSpec:
     train_steps: int = 400
     batch_tokens: int = 8192  # tokens per optimizer step, padding included
     lr: float = 3e-3
+    # After every optimizer step each weight is rounded to a multiple of 2**-grid_bits (numerics.py): kernels that
+    # sum in another order move a weight by about 1e-18 before the rounding, and the rounding takes that away.
+    # None: no grid (what bench/numerics.py compares against).
+    grid_bits: int | None = 16
     variants: int = 1
     # ALFWorld: loss on every token, not just actions: this is pretraining, and reading the observations is
     # what teaches a tiny model to copy names from them into its actions. WebShop: on the answers only (its
@@ -147,12 +151,32 @@ def _batches(lengths: list[int], budget: int, rng: random.Random):
         yield current
 
 
-def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec) -> list[float]:
-    """A plain AdamW loop with warmup and cosine decay. Each step accumulates the gradients of about
-    `batch_tokens` tokens one sequence at a time: no padding and no attention mask, so attention takes its
-    fused causal path (twice the speed of padded batches here). The output layer runs only where a token
-    carries loss; the loss is the mean over those tokens of the step."""
+def snap(parameters, bits: int | None) -> float:
+    """Round every value of `parameters` in place to the nearest multiple of 2**-bits (ties to even; exact in
+    float64, since the step is a power of two). Returns the smallest distance, in units of the step, from a value
+    before rounding to the midpoint where its rounding would change: how close this step came to rounding a
+    weight one way on this processor and the other way on the next. `bits` None: nothing is rounded (0.5)."""
+    if bits is None:
+        return 0.5
+    scale = float(2**bits)
+    closest = 0.5
+    with torch.no_grad():
+        for p in parameters:
+            scaled = p * scale
+            rounded = torch.round(scaled)
+            closest = min(closest, float((0.5 - (scaled - rounded).abs()).min()))
+            p.copy_(rounded / scale)
+    return closest
+
+
+def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec) -> tuple[list[float], float]:
+    """A plain AdamW loop with warmup and cosine decay, the weights snapped to the grid after every step. Each step
+    accumulates the gradients of about `batch_tokens` tokens one sequence at a time: no padding and no attention
+    mask, so attention takes its fused causal path (twice the speed of padded batches here). The output layer runs
+    only where a token carries loss; the loss is the mean over those tokens of the step. Returns the losses and the
+    closest any weight came to a rounding midpoint (`snap`)."""
     rng = random.Random(spec.seed)
+    closest = snap(model.parameters(), spec.grid_bits)
     opt = torch.optim.AdamW(model.parameters(), lr=spec.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, spec.train_steps))
     model.train()
@@ -171,11 +195,12 @@ def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec) 
             total += loss.item()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        closest = min(closest, snap(model.parameters(), spec.grid_bits))
         sched.step()
         opt.zero_grad()
         losses.append(total)
     model.eval()
-    return losses
+    return losses, closest
 
 
 def demo_chats(spec: SmokeSpec, workers: int = 2) -> tuple[list[list[dict]], list[dict]]:
@@ -286,7 +311,7 @@ def _build(spec: SmokeSpec, dest: Path, verbose: bool, threads: int = 1) -> Path
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        losses = _train(model, examples, spec)
+        losses, closest = _train(model, examples, spec)
     finally:
         torch.set_num_threads(before)
     model.generation_config.eos_token_id = config.eos_token_id
@@ -305,6 +330,7 @@ def _build(spec: SmokeSpec, dest: Path, verbose: bool, threads: int = 1) -> Path
         "tokens": sum(len(ids) for ids, _ in examples),
         "loss_first": losses[0],
         "loss_last": sum(losses[-10:]) / min(10, len(losses)),
+        "closest_to_a_midpoint": closest,  # in grid steps: how far the build stayed from rounding a weight otherwise
         "seconds": time.perf_counter() - start,
     }
     (tmp / "smoke_build.json").write_text(json.dumps(info, indent=2))
