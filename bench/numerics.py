@@ -1,12 +1,17 @@
-"""The smoke model built and both smoke chains run under several numerics: the weights' bytes differ, the figures do not.
+"""The smoke model built and both smoke chains run under several numerics: without the grid the weights' bytes
+differ, with it neither the bytes nor the figures do.
 
-Each setting builds the default smoke model from scratch into a cache of its own, in a process whose libraries start
-with that setting (kernel set, MKL and oneDNN code paths, thread count), then runs both smoke chains under it and
-compares their key figures with tests/reference/smoke_chain.json. It prints, per setting, the weights' hash, the behaviour id (numerics.behaviour), the smallest top-2 logit gap of the
-probes, the number of figures that differ from the reference, and the build's time as a ratio to the first
-setting's. Results go to bench/results/numerics.json as each setting finishes; a rerun skips the settings done.
+Each setting first builds a small spec without the grid (`grid_bits` None, 40 steps: the control, which shows that
+the setting changes the float64 weights' bytes), then the default smoke model from scratch into a cache of its own,
+in a process whose libraries start with that setting (kernel set, MKL and oneDNN code paths, thread count), then runs
+both smoke chains under it and compares their key figures with tests/reference/smoke_chain.json. It prints, per
+setting, the control's hash, the model's weights hash, its behaviour id (numerics.behaviour), the smallest top-2
+logit gap of the probes, the closest any weight came to a rounding midpoint, the number of figures that differ from
+the reference, and the build's time as a ratio to the first setting's. Results go to bench/results/numerics.json
+as each setting finishes; a rerun skips the settings done. A model already in a setting's cache folder is used as
+it is (its build time comes from its smoke_build.json).
 
-    .venv/bin/python bench/numerics.py                 # every setting, two at a time (about 40 min on 2 cores)
+    .venv/bin/python bench/numerics.py                 # every setting, one at a time (about 30 min each on 2 cores)
     .venv/bin/python bench/numerics.py --only native   # one
 """
 
@@ -20,6 +25,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,12 +33,11 @@ RESULTS = ROOT / "bench" / "results" / "numerics.json"
 
 # name: (environment the processes start with, CPU threads)
 SETTINGS: dict[str, tuple[dict[str, str], int]] = {
-    "native": ({}, 1),  # whatever kernels this processor has (AVX-512 where it has it)
-    "aten-default": ({"ATEN_CPU_CAPABILITY": "default"}, 1),  # torch's scalar kernels
-    "mkl-compatible-sse4_2": ({"MKL_CBWR": "COMPATIBLE", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}, 1),
-    "two-threads": ({}, 2),
-    "onednn-all": ({"ONEDNN_MAX_CPU_ISA": "ALL"}, 1),
-    "avx2-pins": ({"ATEN_CPU_CAPABILITY": "avx2", "MKL_CBWR": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}, 1),
+    "native": ({}, 2),  # whatever kernels this processor has (AVX-512 where it has it), as `make test` builds it
+    "aten-default": ({"ATEN_CPU_CAPABILITY": "default"}, 2),  # torch's scalar kernels
+    "mkl-compatible-sse4_2": ({"MKL_CBWR": "COMPATIBLE", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2"}, 2),
+    "one-thread": ({}, 1),
+    "onednn-all": ({"ONEDNN_MAX_CPU_ISA": "ALL"}, 2),
 }
 NUMERIC_VARS = ("ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_MAX_CPU_ISA")
 
@@ -47,21 +52,35 @@ def environment(extra: dict[str, str], threads: int, folder: Path) -> dict[str, 
     return env
 
 
+def control_spec():
+    """The control: a small spec without the grid (the numerics test's, 40 steps)."""
+    from ragdistill.miniature.smoke import SmokeSpec
+
+    return SmokeSpec(games_per_type=1, webshop_goals=2, train_steps=40, batch_tokens=2048, variants=1, chain_tasks=2,
+                     chain_repeats=1, grid_bits=None)
+
+
 def measure(name: str, work: Path) -> dict:
-    """Build the smoke model under setting `name`, identify it, and check both smoke chains against the reference."""
+    """Build the control and the smoke model under setting `name`, identify them, and check both smoke chains
+    against the reference."""
     extra, threads = SETTINGS[name]
     folder = work / name
     env = environment(extra, threads, folder)
     python = sys.executable
-    start = time.perf_counter()
+    control = folder / "control"
+    if not (control / "config.json").is_file():
+        subprocess.run([python, "-m", "ragdistill.miniature.smoke", "--threads", str(threads), "--spec",
+                        json.dumps(asdict(control_spec())), "--dest", str(control)], env=env, cwd=ROOT,
+                       capture_output=True, text=True, check=True)
     built = subprocess.run([python, "-m", "ragdistill.miniature.smoke", "--threads", str(threads)], env=env, cwd=ROOT,
                            capture_output=True, text=True, check=True)
-    build_s = time.perf_counter() - start
     path = built.stdout.strip().splitlines()[-1]
+    info = json.loads((Path(path) / "smoke_build.json").read_text())
+    build_s = info["seconds"]
     code = ("import json, sys; from ragdistill.checks.numerics import behaviour, weights_hash; "
             "b = behaviour(sys.argv[1]); print(json.dumps({'weights': weights_hash(sys.argv[1]), "
-            "'behaviour': b['id'], 'margin': b['margin']}))")
-    ident = json.loads(subprocess.run([python, "-c", code, path], env=env, cwd=ROOT, capture_output=True, text=True,
+            "'control_weights': weights_hash(sys.argv[2]), 'behaviour': b['id'], 'margin': b['margin']}))")
+    ident = json.loads(subprocess.run([python, "-c", code, path, str(control)], env=env, cwd=ROOT, capture_output=True, text=True,
                                       check=True).stdout.strip().splitlines()[-1])
     start = time.perf_counter()
     code = ("import json; from ragdistill.checks.regression import ENVS, key_figures, smoke_run; "
@@ -69,7 +88,8 @@ def measure(name: str, work: Path) -> dict:
     chains = subprocess.run([python, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     chains_s = time.perf_counter() - start
     figures = json.loads(chains.stdout.strip().splitlines()[-1])
-    return {"env": extra, "threads": threads, **ident, "build_s": round(build_s, 1), "chains_s": round(chains_s, 1),
+    return {"env": extra, "threads": threads, **ident, "closest_to_a_midpoint": info["closest_to_a_midpoint"],
+            "loss_last": info["loss_last"], "build_s": round(build_s, 1), "chains_s": round(chains_s, 1),
             "figures": figures}
 
 
@@ -83,7 +103,8 @@ def differ(result: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", choices=sorted(SETTINGS), help="just this setting (repeatable)")
-    parser.add_argument("--jobs", type=int, default=2, help="settings measured at once (default 2)")
+    parser.add_argument("--jobs", type=int, default=1, help="settings measured at once (default 1: two builds side "
+                        "by side on 2 cores take as long as one after the other)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/ragdistill-numerics"), help="caches and runs")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -107,16 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         list(pool.map(one, todo))
     first = next(iter(results.values()), None)
-    print(f"{'setting':24} {'weights':16} {'behaviour':16} {'margin':>8} {'differ':>6} {'build x':>7}")
+    print(f"{'setting':24} {'control':16} {'weights':16} {'behaviour':16} {'margin':>8} {'midpoint':>9} {'differ':>6} "
+          f"{'build x':>7}")
     for name, r in results.items():
-        print(f"{name:24} {r['weights']:16} {r['behaviour']:16} {r['margin']:8.4f} {len(differ(r)):6d} "
-              f"{r['build_s'] / first['build_s']:6.2f}")
+        print(f"{name:24} {r['control_weights']:16} {r['weights']:16} {r['behaviour']:16} {r['margin']:8.4f} "
+              f"{r['closest_to_a_midpoint']:9.1e} {len(differ(r)):6d} {r['build_s'] / first['build_s']:6.2f}")
         for line in differ(r):
             print(f"    {line}")
+    controls = {r["control_weights"] for r in results.values()}
     weights = {r["weights"] for r in results.values()}
-    ok = len({r["behaviour"] for r in results.values()}) == 1 and not any(differ(r) for r in results.values())
-    print(f"{len(weights)} different weights in {len(results)} settings; {'every' if ok else 'NOT every'} setting "
-          "answers the probes alike and gives the reference's figures")
+    ok = len(weights) == 1 and not any(differ(r) for r in results.values())
+    print(f"{len(results)} settings: {len(controls)} different weights without the grid (control), {len(weights)} with "
+          f"it; {'every' if ok else 'NOT every'} setting builds the same model and gives the reference's figures")
     return 0 if ok else 1
 
 

@@ -1,14 +1,16 @@
-"""The smoke model's identity: what it does, not its bytes.
+"""The smoke model's identity, and why every processor builds the same one.
 
 Processors and libraries sum in different orders (AVX-512, AVX2 or scalar kernels; MKL's and oneDNN's code paths;
-one thread or two; x86-64 or Arm), so the last bits of every float differ from one machine to the next, and no
-switch reaches them all. In float32, the 400 steps of the smoke model's training grow such a difference into a
-model that answers differently. The smoke model is therefore built, trained and played in float64 (the smoke
-recipe's `cpu_dtype`), which pushes such differences nine decades further down; it is named by its greedy answers
-to a fixed set of probes (`behaviour`), never by the hash of its weights. That is not enough everywhere:
-bench/results/numerics.json shows the native kernels rebuilding the reference model on one thread or two, and
-torch's scalar kernels (ATEN_CPU_CAPABILITY=default) building a float64 model that answers the probes otherwise.
-A machine like that gets a clear "answers the probes differently" failure from the regression test.
+one thread or two; x86-64 or Arm), so the last bits of a float differ from one machine to the next, and no switch
+reaches them all. Over the 400 steps of the smoke model's training such a difference grows into a model that answers
+otherwise: in float32 always, and in float64 too under torch's scalar kernels (bench/results/numerics_float64_only.json).
+So the smoke model is trained in float64 and every weight is rounded to a multiple of 2**-16 after every optimizer
+step (smoke.snap). With the same weights before a step, two machines' updated weights differ in their last bits
+(about 1e-16 of a weight's size), far below the grid's 1.5e-5: the rounding takes the difference away, and the next step starts from the same bytes again. Only a
+value that falls that close to a rounding midpoint could round otherwise; the build records how close any came
+(`closest_to_a_midpoint` in smoke_build.json, in grid steps). The model is still named by its greedy answers to a
+fixed set of probes (`behaviour`), which is what the regression reference checks, and the chain plays it in float64
+(the smoke recipe's `cpu_dtype`), where no greedy choice is anywhere near a tie (`margin`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The `smoke` model: a tokenizer and a tiny Qwen2 trained offline on walkthroughs, in float64, deterministic for a
-seed on a given set of kernels (numerics.py says how far that carries across processors)."""
+"""The `smoke` model: a tokenizer and a tiny Qwen2 trained offline on walkthroughs, in float64, its weights put on a
+grid after every step so that any processor builds the same bytes (numerics.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import re
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -27,7 +26,7 @@ from ragdistill.miniature.walkthroughs import transcript_text
 class SmokeSpec:
     """Everything that determines the smoke model; its hash names the cache folder."""
 
-    version: int = 11
+    version: int = 12
     seed: int = 0
     games_per_type: int = 6  # ALFWorld demonstrations, from the reserved slice of train
     webshop_goals: int = 60  # WebShop demonstrations, from the reserved products of train
@@ -42,6 +41,10 @@ class SmokeSpec:
     train_steps: int = 400
     batch_tokens: int = 8192  # tokens per optimizer step, padding included
     lr: float = 3e-3
+    # After every optimizer step each weight is rounded to a multiple of 2**-grid_bits (numerics.py): kernels that
+    # sum in another order move a weight by about 1e-18 before the rounding, and the rounding takes that away.
+    # None: no grid (what bench/numerics.py compares against).
+    grid_bits: int | None = 16
     variants: int = 1
     # ALFWorld: loss on every token, not just actions: this is pretraining, and reading the observations is
     # what teaches a tiny model to copy names from them into its actions. WebShop: on the answers only (its
@@ -112,14 +115,39 @@ def _batches(lengths: list[int], budget: int, rng: random.Random):
         yield current
 
 
-def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec,
-           after_step: Callable[[int], None] | None = None) -> list[float]:
+def snap(parameters, bits: int | None) -> float:
+    """Round every value of `parameters` in place to the nearest multiple of 2**-bits (ties to even; exact in
+    float64, since the step is a power of two). Returns the smallest distance, in units of the step, from a value
+    before rounding to the midpoint where its rounding would change: how close this step came to rounding a
+    weight one way on this processor and the other way on the next. `bits` None: nothing is rounded (0.5)."""
+    if bits is None:
+        return 0.5
+    scale = float(2**bits)
+    closest = 0.5
+    with torch.no_grad():
+        for p in parameters:
+            scaled = p * scale
+            rounded = torch.round(scaled)
+            closest = min(closest, float((0.5 - (scaled - rounded).abs()).min()))
+            p.copy_(rounded / scale)
+    return closest
+
+
+def _train(model, examples: list[tuple[list[int], list[int]]], spec: SmokeSpec) -> tuple[list[float], float]:
     """loop.train_loop over every parameter: `train_steps` steps of about `batch_tokens` tokens each (fused causal
-    attention without padding is twice the speed of padded batches here), the rate a factor of `lr`."""
+    attention without padding is twice the speed of padded batches here), the rate a factor of `lr`, the weights
+    snapped to the grid before the first step and after every one. Returns the losses and the closest any weight
+    came to a rounding midpoint (`snap`)."""
     batches = _batches([len(ids) for ids, _ in examples], spec.batch_tokens, random.Random(spec.seed))
     steps = [next(batches) for _ in range(spec.train_steps)]
-    return train_loop(model, examples, steps, lambda s: spec.lr * warmup_cosine(s, spec.train_steps),
-                      desc="training the smoke model", after_step=after_step)
+    closest = [snap(model.parameters(), spec.grid_bits)]
+
+    def after_step(step: int) -> None:
+        closest.append(snap(model.parameters(), spec.grid_bits))
+
+    losses = train_loop(model, examples, steps, lambda s: spec.lr * warmup_cosine(s, spec.train_steps),
+                        desc="training the smoke model", after_step=after_step)
+    return losses, min(closest)
 
 
 def demo_chats(spec: SmokeSpec, workers: int = 2) -> tuple[list[list[dict]], list[dict]]:
@@ -231,7 +259,7 @@ def _build(spec: SmokeSpec, dest: Path, verbose: bool, threads: int = 1) -> Path
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        losses = _train(model, examples, spec)
+        losses, closest = _train(model, examples, spec)
     finally:
         torch.set_num_threads(before)
     model.generation_config.eos_token_id = config.eos_token_id
@@ -250,6 +278,7 @@ def _build(spec: SmokeSpec, dest: Path, verbose: bool, threads: int = 1) -> Path
         "tokens": sum(len(ids) for ids, _ in examples),
         "loss_first": losses[0],
         "loss_last": sum(losses[-10:]) / min(10, len(losses)),
+        "closest_to_a_midpoint": closest,  # in grid steps: how far the build stayed from rounding a weight otherwise
         "seconds": time.perf_counter() - start,
     }
     (tmp / "smoke_build.json").write_text(json.dumps(info, indent=2))
