@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,12 +44,21 @@ def notebooks(root: Path = PROJECT_ROOT / "notebooks") -> list[Path]:
 
 def kernel_config():
     """The local kernels' settings: IPC sockets (files only this user can open) where the OS has them, so no
-    traffic goes over TCP, unencrypted, and the kernel has nothing to warn about; TCP on loopback elsewhere."""
+    traffic goes over TCP, unencrypted, and the kernel has nothing to warn about; TCP on loopback elsewhere.
+
+    The sockets sit in a private folder of each kernel's own: by default jupyter_client names them `kernel-ipc-1`,
+    `-2`, ... in the working folder, so two runs started from one checkout (two test workers, a run beside a
+    benchmark) could pick the same names and each talk to the other's kernel ("Invalid Signature")."""
+    import tempfile
+
     from traitlets.config import Config
 
     config = Config()
     if os.name == "posix":
         config.KernelManager.transport = "ipc"
+        folder = Path(tempfile.mkdtemp(prefix="ragdistill-kernel-"))
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        config.KernelManager.ip = str(folder / "ipc")
     return config
 
 
