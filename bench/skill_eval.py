@@ -23,6 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from ragdistill.benchmarks.protocol import DESIGN, set_phase  # noqa: E402
 from ragdistill.method.analysis import wilson  # noqa: E402
 from ragdistill.generation.backends import TransformersBackend  # noqa: E402
 from ragdistill.benchmarks import balanced, list_tasks, reserved_tasks  # noqa: E402
@@ -65,6 +66,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="episodes JSONL (default: a file under /tmp, resumable)")
     args = parser.parse_args()
+    set_phase(DESIGN)  # a design tool: benchmarks.open_env refuses the result split's games
     torch.set_num_threads(1)
 
     from ragdistill.models.loading import LoadedModel, load_model

@@ -25,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from ragdistill.benchmarks.alfworld.env import balanced_sample, list_games  # noqa: E402
+from ragdistill.benchmarks.protocol import DESIGN, set_phase  # noqa: E402
 from ragdistill.method.analysis import wilson  # noqa: E402
 from ragdistill.generation.backends import TransformersBackend  # noqa: E402
 from ragdistill.models.loading import load_model  # noqa: E402
@@ -44,6 +45,7 @@ def main() -> int:
     parser.add_argument("--untrained", action="store_true", help="the model before its warm-start")
     parser.add_argument("--out", default=None, help="episodes JSONL (default: a file under /tmp, resumable)")
     args = parser.parse_args()
+    set_phase(DESIGN)  # a design tool: benchmarks.open_env refuses the result split's games
     torch.set_num_threads(1)
 
     loaded = load_model(args.profile, untrained=args.untrained, device="cpu")

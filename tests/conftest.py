@@ -11,9 +11,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# No numeric pins: the smoke model computes in float64, so its decisions hold whatever kernels this machine has
-# (ragdistill/numerics.py).
+# No numeric pins: the smoke model's weights sit on a grid, so every processor builds the same bytes
+# (ragdistill/checks/numerics.py).
 import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _no_protocol_phase(monkeypatch):
+    """Each test starts outside any protocol phase; a stage config made in a test sets one only for that test."""
+    monkeypatch.delenv("RAGDISTILL_PHASE", raising=False)
 
 # Fixtures that need the smoke model (built once, then cached).
 _NEEDS_SMOKE = {"smoke_model", "served_smoke", "chain"}

@@ -8,7 +8,7 @@ from ragdistill.models.profiles import UnknownProfileError, get_profile
 
 def test_defaults_are_valid(outputs):
     cfg = TourConfig.from_params({})
-    assert cfg.profile == "smoke" and cfg.env == "alfworld" and cfg.resolved_split == "valid_unseen"
+    assert cfg.profile == "smoke" and cfg.env == "alfworld" and cfg.resolved_split == "valid_seen"  # a design split
     assert re.fullmatch(r"smoke-\d{8}-\d{6}", cfg.run_name) and cfg.run == cfg.run_name  # as `make run` names runs
 
 
@@ -46,7 +46,7 @@ def test_env_picks_the_benchmark_defaults():
     from ragdistill.run.config import StudentConfig
 
     web = {"env": "webshop"}
-    assert TourConfig.from_params(web).resolved_split == "test"
+    assert TourConfig.from_params(web).resolved_split == "train"  # test is the result split
     assert EvalConfig.from_params(web).resolved_split == "test"
     assert FailureConfig.from_params(web).step_limit == 15 and FailureConfig.from_params({}).step_limit == 50
     assert HintConfig.from_params(web).hints_per_failure == 2 and HintConfig.from_params({}).hints_per_failure == 4
@@ -94,6 +94,7 @@ def test_unknown_parameter_is_rejected_with_a_suggestion():
         ({"seed": 1.5}, "seed=1.5 should be int"),
         ({"load_4bit": "yes"}, "load_4bit='yes' should be"),
         ({"split": "test"}, "split='test': choose one of train, valid_seen, valid_unseen"),
+        ({"split": "valid_unseen"}, "split='valid_unseen' gives the result and is played by stage 06 alone"),
         ({"run": "../elsewhere"}, "must be a plain folder name"),
     ],
 )

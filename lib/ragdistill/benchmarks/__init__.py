@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from ragdistill.benchmarks.alfworld import AlfworldBenchmark
 from ragdistill.benchmarks.base import Benchmark, Step, Task
+from ragdistill.benchmarks.protocol import DESIGN, check_task, current_phase
 from ragdistill.benchmarks.tasktypes import balanced_by_type, counts_by_type
 from ragdistill.benchmarks.webshop import WebShopBenchmark
 
@@ -99,8 +100,12 @@ def is_training_task(task_id: str) -> bool:
 
 
 def open_env(task_id: str):
-    """A fresh environment for a task: AlfworldEnv or WebShopEnv."""
-    return _of(task_id).open(task_id)
+    """A fresh environment for a task: AlfworldEnv or WebShopEnv. In the design phase (stages 00-05, design tools)
+    a game of the result split is refused with a ProtocolError (protocol.py)."""
+    bench = _of(task_id)
+    if current_phase() == DESIGN:
+        check_task(task_id, bench.get_task(task_id).split, bench.eval_splits[0])
+    return bench.open(task_id)
 
 
 def list_tasks(env: str, split: str) -> list[Task]:

@@ -229,3 +229,23 @@ def interval_table(df: pd.DataFrame) -> pd.DataFrame:
             "invalid rate": round(f["invalid_rate"], 3),
         }
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def protocol_table(profile: str, env: str, split: str, n_games: int) -> pd.DataFrame:
+    """The recipe's evaluation protocol for `env` beside what this stage 06 plays, one row per item; the last row says
+    whether this run's figures are the protocol's result (its split and size) or something else."""
+    from ragdistill.models.profiles import RECIPES
+
+    protocol = RECIPES[profile]["protocol"]
+    planned_split, planned_games = protocol["result_split"][env], protocol["result_games"]
+    rows = [
+        ("designs chosen on", ", ".join(protocol["design_splits"][env]), ""),
+        ("the result on", planned_split, split),
+        ("games (0: every one)", planned_games, n_games),
+        ("tests (McNemar's exact)", "; ".join(protocol["tests"]), "; ".join(f"{a} vs {b}" for a, b in PAIRED_TESTS)),
+        ("families (Holm within each)", ", ".join(protocol["families"]), ""),
+        ("interval of a difference resamples", protocol["interval"], "games"),
+        ("this run is the protocol's result", "", "yes" if (split, n_games) == (planned_split, planned_games) else
+         "no: read its figures as a design measurement, not the result"),
+    ]
+    return pd.DataFrame(rows, columns=["", "protocol (recipe)", "this run"]).set_index("")

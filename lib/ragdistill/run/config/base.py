@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from ragdistill.benchmarks.protocol import DESIGN, RESULT, set_phase
 from ragdistill.run.io import atomic_write_json
 from ragdistill.run.paths import default_run_name, outputs_dir
 from ragdistill.models.profiles import default_profile, get_profile
@@ -21,6 +22,9 @@ _PLAIN = (str, int, float, bool, type(None), list, tuple, dict)
 # StateAct episode without few-shot examples is about 4k tokens. Longer ones are dropped or kept whole, never cut.
 MAX_EXAMPLE_TOKENS = 8192
 _IPYTHON_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}
+
+
+RESULT_STAGE = "06_eval"  # the stage that plays the result split; every earlier one is a design
 
 
 class ConfigError(ValueError):
@@ -112,6 +116,9 @@ class StageConfig:
             self.profile = default_profile()
         if not self.run:
             self.run = default_run_name(self.profile, self.env)
+        # Stages 00-05 are designs, stage 06 the result (benchmarks/protocol.py); the game workers and servers the
+        # stage starts inherit the phase.
+        set_phase(RESULT if self.STAGE == RESULT_STAGE else DESIGN)
 
     @classmethod
     def from_params(cls, params: dict[str, Any]):

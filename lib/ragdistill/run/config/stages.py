@@ -29,7 +29,7 @@ class TourConfig(StageConfig):
 
     STAGE: ClassVar[str] = "00_tour"
 
-    split: str = ""  # empty: the evaluation split (ALFWorld valid_unseen, WebShop test)
+    split: str = ""  # empty: a design split (ALFWorld valid_seen, WebShop train); the result split is stage 06's
     game_index: int = 0
     max_new_tokens: int = 64
     load_4bit: bool | None = None  # None: 4-bit on CUDA, off on CPU
@@ -38,17 +38,25 @@ class TourConfig(StageConfig):
         super().validate()
         from ragdistill.benchmarks import benchmark
 
-        splits = benchmark(self.env).splits
-        if self.split and self.split not in splits:
-            raise ConfigError(f"split={self.split!r}: choose one of {', '.join(splits)} on {self.env}")
+        bench = benchmark(self.env)
+        if self.split and self.split not in bench.splits:
+            raise ConfigError(f"split={self.split!r}: choose one of {', '.join(bench.splits)} on {self.env}")
+        if self.split == bench.eval_splits[0]:
+            raise ConfigError(f"split={self.split!r} gives the result and is played by stage 06 alone "
+                              f"(benchmarks/protocol.py): tour {self.resolved_split_default()} or train instead")
         if self.game_index < 0:
             raise ConfigError("game_index must be >= 0")
 
+    def resolved_split_default(self) -> str:
+        """The tour's split when none is given: the benchmark's design evaluation split (ALFWorld valid_seen), else
+        train."""
+        from ragdistill.benchmarks import benchmark
+
+        return next(iter(benchmark(self.env).eval_splits[1:]), "train")
+
     @property
     def resolved_split(self) -> str:
-        from ragdistill.benchmarks import EVAL_SPLIT
-
-        return self.split or EVAL_SPLIT[self.env]
+        return self.split or self.resolved_split_default()
 
 
 @dataclass
