@@ -128,11 +128,12 @@ def stage_done(run_dir: Path, notebook: Path) -> bool:
 
 
 def run_chain(profile: str, run: str | None = None, extra: dict | None = None, only: list[str] | None = None,
-              env: str = "alfworld", settings: dict | None = None) -> Path:
+              env: str = "alfworld", settings: dict | None = None, per_stage: dict | None = None) -> Path:
     """Execute every notebook in order, skipping stages a resumed run already finished.
 
     `extra` goes to every notebook run; `settings` to each notebook whose parameters cell has the name (for
-    example backend and base_url go to the stages that play episodes only). `profile="auto"`: cpu, or gpu-7b where
+    example backend and base_url go to the stages that play episodes only); `per_stage` maps a notebook's name
+    (`06_evaluation`) to parameters for it alone, over the recipe's chain. `profile="auto"`: cpu, or gpu-7b where
     a CUDA GPU is present (the notebooks' default too).
     """
     from ragdistill.benchmarks import check_env
@@ -156,6 +157,13 @@ def run_chain(profile: str, run: str | None = None, extra: dict | None = None, o
     unknown = set(settings) - set().union(*(declared_parameters(nb) for nb in notebooks()))
     if unknown:
         raise ValueError(f"no notebook has a parameter named {', '.join(sorted(unknown))}")
+    per_stage = per_stage or {}
+    by_name = {nb.stem: nb for nb in notebooks()}
+    for stem, params in per_stage.items():
+        if stem not in by_name:
+            raise ValueError(f"per_stage: no notebook named {stem!r} (choose from {', '.join(by_name)})")
+        if set(params) - declared_parameters(by_name[stem]):
+            raise ValueError(f"{stem} has no parameter named {', '.join(sorted(set(params) - declared_parameters(by_name[stem])))}")
     for nb in notebooks():
         if only and nb.stem not in only and STAGES[nb.stem] not in only:
             continue
@@ -166,7 +174,7 @@ def run_chain(profile: str, run: str | None = None, extra: dict | None = None, o
         start = time.perf_counter()
         declared = declared_parameters(nb)
         params = {"profile": profile, "env": env, "run": name, **CHAIN_PARAMS.get(profile, {}).get(nb.stem, {}),
-                  **{k: v for k, v in settings.items() if k in declared}, **(extra or {})}
+                  **{k: v for k, v in settings.items() if k in declared}, **per_stage.get(nb.stem, {}), **(extra or {})}
         execute(nb, run_dir, params)
         timings[STAGES[nb.stem]] = round(time.perf_counter() - start, 1)
         print(f"[{name}] {nb.name}: done in {format_seconds(timings[STAGES[nb.stem]])}", flush=True)

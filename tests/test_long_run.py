@@ -1,0 +1,63 @@
+"""bench/long_run.py: a seed's figures kept in short form, summarized per agent and pooled, and spread over seeds;
+run_chain's per-stage parameters are checked before anything runs."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _long_run():
+    spec = importlib.util.spec_from_file_location("long_run", ROOT / "bench" / "long_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _rows(wins: dict[str, set]) -> list[dict]:
+    """Episodes of 4 games x 2 agents x 4 conditions; `wins[condition]` holds the (game, agent) pairs won."""
+    rows = []
+    for condition in ("base", "hints", "sft", "distilled"):
+        for game in range(4):
+            for agent in ("react", "stateact"):
+                won = (game, agent) in wins.get(condition, set())
+                rows.append({"game_id": f"valid_unseen/g{game}", "task_type": "put", "agent": agent,
+                             "condition": condition, "won": won, "reward": float(won), "steps": 5 if won else 15,
+                             "prompt_tokens": 100, "completion_tokens": 10, "invalid_actions": 0, "stop_reason": "x"})
+    return rows
+
+
+def test_a_seed_is_summarized_per_agent_and_pooled_and_seeds_are_spread(tmp_path):
+    long_run = _long_run()
+    everything = {(g, a) for g in range(4) for a in ("react", "stateact")}
+    seeds = {"long-x-alfworld-s0": {"base": {(0, "react")}, "hints": everything, "distilled": {(0, "react"), (1, "react")}},
+             "long-x-alfworld-s1": {"base": set(), "hints": {(0, "stateact")}, "distilled": everything}}
+    for name, wins in seeds.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "06_episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _rows(wins)))
+    summary = long_run.summarize(tmp_path, list(seeds))
+    first = summary["runs"]["long-x-alfworld-s0"]
+    assert first["games"] == 4
+    assert first["success"]["hints"]["pooled"] == {"wins": 8, "episodes": 8, "percent": 100.0, "ci": [67.6, 100.0]}
+    assert first["success"]["base"]["react"]["wins"] == 1 and first["success"]["base"]["stateact"]["wins"] == 0
+    pooled = first["tests"]["pooled"]["hints vs base"]
+    assert (pooled["only_hints"], pooled["only_base"], pooled["difference"]) == (7, 0, 87.5)
+    assert pooled["holm_p"] >= pooled["mcnemar_p"]
+    assert first["tests"]["react"]["hints vs base"]["only_hints"] == 3  # the react family alone
+    spread = summary["spread"]
+    assert spread["success"]["distilled"]["values"] == [25.0, 100.0]
+    assert (spread["success"]["distilled"]["min"], spread["success"]["distilled"]["max"]) == (25.0, 100.0)
+    assert spread["difference"]["hints vs base"]["values"] == [87.5, 12.5]
+    assert json.loads((tmp_path / "summary.json").read_text())["spread"] == spread
+
+
+def test_per_stage_parameters_name_a_notebook_and_one_of_its_parameters(outputs):
+    from ragdistill.run.pipeline import run_chain
+
+    with pytest.raises(ValueError, match="no notebook named '07_nothing'"):
+        run_chain("smoke", run="x", per_stage={"07_nothing": {"n_games": 1}})
+    with pytest.raises(ValueError, match="06_evaluation has no parameter named n_gmaes"):
+        run_chain("smoke", run="x", per_stage={"06_evaluation": {"n_gmaes": 1}})
