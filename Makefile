@@ -23,7 +23,8 @@ WEBSHOP_ARCHIVE  ?= $(wildcard $(SHARED_DATA)/webshop_small_1000.tar.xz)
 export ALFWORLD_DATA ALFWORLD_ARCHIVE WEBSHOP_DATA WEBSHOP_ARCHIVE
 
 # One thread per process: torch's default thread count is far slower on a busy small machine. No numeric pins: the
-# smoke model computes in float64, so its decisions hold on any processor (lib/ragdistill/numerics.py).
+# smoke model trains in float64 with its weights rounded to a grid after every step, so any processor builds the
+# same bytes (lib/ragdistill/checks/numerics.py).
 TEST_ENV := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
 
 .PHONY: run test data venv vllm clean-venv help reference

@@ -1,9 +1,10 @@
 """Key figures of a finished run, compared with committed reference values (the smoke chain's regression test).
 
 The reference names the smoke model it was made with by its behaviour (numerics.behaviour: its greedy answers to a
-fixed probe set), not by its bytes: the smoke model is built and played in float64, so machines whose kernels
-differ only in their last bits build the same decisions and the same counts follow. A different behaviour means
-the smoke model itself changed, or this machine's kernels sum differently enough to change it (numerics.py). `python -m ragdistill.checks.regression --update` reruns the smoke chain on each benchmark and
+fixed probe set). The smoke model is trained in float64 with its weights rounded to a grid after every step, so
+every processor builds the same bytes, and it is played in float64, where no greedy choice is near a tie
+(numerics.py). A different behaviour means the smoke model itself changed (its spec, a prompt, the training).
+`python -m ragdistill.checks.regression --update` reruns the smoke chain on each benchmark and
 rewrites its reference, printing what changed, so a change of results is always a deliberate, reviewed commit
 (`make reference`); `--check` reruns them and says what differs from the reference.
 """
