@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -82,6 +83,8 @@ def measure(name: str, work: Path) -> dict:
             "'control_weights': weights_hash(sys.argv[2]), 'behaviour': b['id'], 'margin': b['margin']}))")
     ident = json.loads(subprocess.run([python, "-c", code, path, str(control)], env=env, cwd=ROOT, capture_output=True, text=True,
                                       check=True).stdout.strip().splitlines()[-1])
+    # The chains are the measurement: a run folder left by an earlier measurement would be resumed, not replayed.
+    shutil.rmtree(folder / "outputs", ignore_errors=True)
     start = time.perf_counter()
     code = ("import json; from ragdistill.checks.regression import ENVS, key_figures, smoke_run; "
             "print(json.dumps({env: key_figures(smoke_run(env)) for env in ENVS}))")
