@@ -139,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = play(args.profile, args.env, seed, args.train_games, args.eval_games, args.max_steps)
             print(f"{run_dir.name}: figures kept in {keep(run_dir, args.out)} ({time.perf_counter() - start:.0f} s)",
                   flush=True)
-    show(summarize(args.out, names))
+    summary = summarize(args.out, names)
+    if not summary["runs"]:
+        print(f"no finished seed under {args.out} yet ({', '.join(names)}): run without --summary-only first")
+        return 1
+    show(summary)
     return 0
 
 
