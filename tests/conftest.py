@@ -112,6 +112,17 @@ def module_outputs(tmp_path_factory):
             os.environ["RAGDISTILL_OUTPUTS"] = saved
 
 
+def bench_module(name: str):
+    """A script of bench/ loaded as a module (bench/ is no package), so that a test calls its functions."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def free_port() -> int:
     """A free TCP port on loopback."""
     with socket.socket() as s:

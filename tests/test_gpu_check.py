@@ -1,6 +1,5 @@
 """bench/gpu_check.py --tiny: the GPU check's own code path, on CPU with tiny shapes, so it cannot rot."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,15 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import bench_module
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _check_module():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "bench" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run_tiny(tmp_path, *extra) -> dict:
@@ -62,7 +55,7 @@ def test_gpu_check_without_bitsandbytes_trains_in_bf16_with_a_plain_optimizer(tm
 
 
 def test_the_check_plans_a_gpu_run_like_a_whole_24_gb_card():
-    check = _check_module()
+    check = bench_module("gpu_check")
     # No bitsandbytes: TRL's 8-bit optimizer would raise ImportError; the plain one trains anywhere.
     assert check.training_optimizer(nf4=False, cuda=True) == "adamw_torch"
     assert check.training_optimizer(nf4=True, cuda=True) == "paged_adamw_8bit"

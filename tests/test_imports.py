@@ -140,6 +140,7 @@ LAYERS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "generation": (("ragdistill.generation",), ("utilities", "config", "models")),
     "method": (("ragdistill.method",), ("utilities", "config", "benchmarks", "generation", "models")),
     "miniature": (("ragdistill.miniature",), ("utilities", "config", "benchmarks", "generation", "models", "method")),
+    "tour": (("ragdistill.tour",), ("utilities", "config", "benchmarks", "generation", "models", "method", "miniature")),
     "drivers": (("ragdistill.run.pipeline", "ragdistill.run.report"),
                 ("utilities", "config", "benchmarks", "generation", "models", "method")),
     "checks": (("ragdistill.checks",), ("utilities", "config", "benchmarks", "generation", "models", "method",

@@ -1,20 +1,10 @@
 """bench/long_run.py: a seed's figures kept in short form, summarized per agent and pooled, and spread over seeds;
 run_chain's per-stage parameters are checked before anything runs."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _long_run():
-    spec = importlib.util.spec_from_file_location("long_run", ROOT / "bench" / "long_run.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import bench_module
 
 
 def _rows(wins: dict[str, set]) -> list[dict]:
@@ -31,7 +21,7 @@ def _rows(wins: dict[str, set]) -> list[dict]:
 
 
 def test_a_seed_is_summarized_per_agent_and_pooled_and_seeds_are_spread(tmp_path):
-    long_run = _long_run()
+    long_run = bench_module("long_run")
     everything = {(g, a) for g in range(4) for a in ("react", "stateact")}
     seeds = {"long-x-alfworld-s0": {"base": {(0, "react")}, "hints": everything, "distilled": {(0, "react"), (1, "react")}},
              "long-x-alfworld-s1": {"base": set(), "hints": {(0, "stateact")}, "distilled": everything}}

@@ -189,14 +189,60 @@ def test_each_stage_notebook_shows_the_library_code_at_its_heart(path):
         assert len(text.splitlines()) <= 45, f"{path.name} cell {index} shows {len(text.splitlines())} lines"
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_each_notebook_imports_its_stage_from_one_module(path):
+    """Besides its config (run.config) and the utilities (run.io, run.show), a notebook takes the library's code
+    from one module, named after its stage folder, which lists each name it reads in `__all__`."""
+    import ast
+    import importlib
+
+    import nbformat
+
+    from ragdistill.run.paths import stage_module
+
+    imported: dict[str, set[str]] = {}
+    for cell in nbformat.read(path, 4).cells:
+        if cell.cell_type != "code":
+            continue
+        for node in ast.walk(ast.parse(cell.source)):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ragdistill"):
+                imported.setdefault(node.module, set()).update(a.name for a in node.names)
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("ragdistill"):
+                        imported.setdefault(a.name, set())
+    assert imported.pop("ragdistill.run.config", None), f"{path.name} takes no config from ragdistill.run.config"
+    utilities = {"ragdistill.run.io": None, "ragdistill.run": {"show"}}
+    for module, allowed in utilities.items():
+        names = imported.pop(module, set())
+        assert allowed is None or names <= allowed, f"{path.name} imports {names - allowed} from {module}"
+    stage = stage_module(path.stem)
+    assert set(imported) == {stage}, f"{path.name} imports its stage from {sorted(imported)}, not from {stage} alone"
+    module = importlib.import_module(stage)
+    assert imported[stage] <= set(module.__all__), f"{stage}.__all__ lacks {imported[stage] - set(module.__all__)}"
+    assert all(getattr(module, name) is not None for name in module.__all__)
+
+
+def test_stage_modules_follow_the_stage_folders():
+    from ragdistill.run.paths import STAGES, stage_module
+
+    assert [stage_module(nb) for nb in STAGES] == [
+        "ragdistill.tour", "ragdistill.method.failures", "ragdistill.method.hints", "ragdistill.method.teacher",
+        "ragdistill.method.dehint", "ragdistill.method.student", "ragdistill.method.eval"]
+
+
 def test_show_source_reads_functions_and_methods():
     from ragdistill.method.agents import Agent
     from ragdistill.method.analysis import wilson
     from ragdistill.run.show import source, source_text
 
+    import inspect
+
     text = source_text(wilson, Agent.system_prompt)
-    assert text.startswith("# ragdistill.method.analysis.wilson\ndef wilson(")
-    assert "# ragdistill.method.agents.Agent.system_prompt\ndef system_prompt(self" in text  # dedented out of its class
+    line = inspect.getsourcelines(wilson)[1]
+    assert text.startswith(f"# ragdistill.method.analysis.wilson  (ragdistill/method/analysis.py, line {line})\ndef wilson(")
+    assert ".Agent.system_prompt  (ragdistill/method/agents.py, line " in text
+    assert "\ndef system_prompt(self" in text  # dedented out of its class
     assert source(wilson).data == source_text(wilson)
     with pytest.raises(ValueError):
         source_text()

@@ -127,3 +127,13 @@ def leak_check(examples: list[dict], bank_texts: list[str]) -> dict:
             + ". Nothing was written: check how the examples were built before training on them."
         )
     return {"examples_checked": len(examples), "hint_texts_checked": len(bank_texts), "leaks": 0, "eval_games": 0}
+
+
+# Notebook 04 imports its stage from this module only: what it reads besides the functions above.
+from ragdistill.benchmarks import type_order  # noqa: E402
+from ragdistill.method.agents import Agent  # noqa: E402
+from ragdistill.method.hints import key_of, load_bank  # noqa: E402
+from ragdistill.models.loading import model_path  # noqa: E402
+
+__all__ = ["Agent", "build_examples", "episode_messages", "filled_forms", "find_leaks", "key_of", "leak_check",
+           "load_bank", "model_path", "type_order"]

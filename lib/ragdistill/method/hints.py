@@ -249,3 +249,11 @@ def load_bank(path: str | Path) -> dict[str, list[Hint]]:
     for r in read_jsonl(path):
         bank.setdefault(r["task_type"], []).append(Hint(**r))
     return bank
+
+
+# Notebook 02 imports its stage from this module only: what it reads besides the functions above.
+from ragdistill.benchmarks import get_task, is_training_task  # noqa: E402
+from ragdistill.generation.remote import OpenAIBackend  # noqa: E402
+
+__all__ = ["Hint", "OpenAIBackend", "build_bank", "extract_all", "extractor_messages", "get_task",
+           "is_training_task", "key_of", "load_bank", "save_bank", "validate_hints"]

@@ -241,3 +241,17 @@ def hints_at_t0(retriever, k: int = 3) -> HintSource:
         return [[h.text for h in hints] for hints in retrieve_many(retriever, requests, k)]
 
     return source
+
+
+# Notebook 03 imports its stage from this module only: what it reads besides the retrieval above.
+from ragdistill.benchmarks import balanced, get_task, open_env, training_tasks  # noqa: E402
+from ragdistill.generation.backends import OpenAIBackend, make_backend  # noqa: E402
+from ragdistill.method.agents import Agent, get_agent, hint_block  # noqa: E402
+from ragdistill.method.analysis import episodes_frame, paired, render_episode, success_table, summary  # noqa: E402
+from ragdistill.method.hints import load_bank  # noqa: E402
+from ragdistill.method.rollout.lockstep import EpisodeSpec, read_episodes, run_rollouts  # noqa: E402
+
+__all__ = ["Agent", "BM25Retriever", "EpisodeSpec", "OpenAIBackend", "balanced", "episodes_frame", "get_agent",
+           "get_task", "hint_block", "hints_at_t0", "load_bank", "make_backend", "make_retriever", "open_env",
+           "paired", "query_text", "read_episodes", "render_episode", "retrieve_many", "run_rollouts",
+           "success_table", "summary", "training_tasks"]

@@ -65,6 +65,14 @@ STAGES = {
 }
 
 
+def stage_module(notebook: str) -> str:
+    """The one module a notebook imports its stage from, named after its stage folder: ragdistill.method.<name>
+    (failures, hints, teacher, dehint, student, eval), and ragdistill.tour for the tour, which is no stage of the
+    method. Its config comes from run.config, its files are written through run.io."""
+    name = STAGES[notebook].split("_", 1)[1]
+    return "ragdistill.tour" if name == "tour" else f"ragdistill.method.{name}"
+
+
 def notebook_of(stage: str) -> str:
     """The notebook stem that writes a stage folder."""
     return next((nb for nb, st in STAGES.items() if st == stage), stage)

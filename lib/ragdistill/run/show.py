@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import textwrap
+from pathlib import Path
 
 
 def source_text(*objects) -> str:
@@ -12,10 +13,23 @@ def source_text(*objects) -> str:
         raise ValueError("name at least one function, method or class to show")
     parts = []
     for obj in objects:
-        where = f"{obj.__module__}.{obj.__qualname__}"
+        where = f"{obj.__module__}.{obj.__qualname__}  ({_file_and_line(obj)})"
         # A method's source is indented inside its class: dedented, it reads like a function.
         parts.append(f"# {where}\n" + textwrap.dedent(inspect.getsource(obj)).rstrip())
     return "\n\n\n".join(parts)
+
+
+def _file_and_line(obj) -> str:
+    """Where the code is, as a path from the folder that holds the package: ragdistill/method/agents.py, line 40."""
+    import ragdistill
+
+    path = Path(inspect.getsourcefile(inspect.unwrap(obj)))
+    root = Path(ragdistill.__file__).resolve().parent.parent
+    try:
+        path = path.resolve().relative_to(root)
+    except ValueError:  # defined outside the package: the full path
+        pass
+    return f"{path.as_posix()}, line {inspect.getsourcelines(obj)[1]}"
 
 
 def source(*objects):
