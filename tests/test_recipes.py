@@ -54,7 +54,23 @@ BEFORE = {
 def test_every_profile_has_exactly_one_recipe_file():
     files = [f.name for f in resources.files("ragdistill").joinpath("recipes").iterdir() if f.name.endswith(".yaml")]
     assert sorted(files) == sorted(f"{name}.yaml" for name in PROFILES)
-    assert set(PROFILES) == set(BEFORE)
+    assert set(PROFILES) == set(BEFORE) | {"cpu-hintfree"}
+
+
+def test_an_ablation_recipe_is_its_base_with_the_settings_it_names():
+    """cpu-hintfree is the cpu recipe with a purpose and a warm-start of its own: every other setting, its chain and
+    its protocol are cpu's."""
+    from dataclasses import asdict
+
+    from ragdistill.models.profiles import RECIPES
+
+    cpu, ablation = asdict(PROFILES["cpu"]), asdict(PROFILES["cpu-hintfree"])
+    changed = {k for k in cpu if cpu[k] != ablation[k]}
+    assert changed == {"name", "purpose", "warmstart"}
+    assert PROFILES["cpu"].warmstart == () and PROFILES["cpu-hintfree"].warmstart == (("hint_share", 0.0),)
+    for section in ("lora", "chain", "protocol"):
+        assert RECIPES["cpu-hintfree"][section] == RECIPES["cpu"][section], section
+    assert CHAIN_PARAMS["cpu-hintfree"] == CHAIN_PARAMS["cpu"]
 
 
 @pytest.mark.parametrize("name", sorted(BEFORE))

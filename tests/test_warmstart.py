@@ -249,6 +249,29 @@ def test_model_path_cpu_is_the_warm_checkpoint_and_base_is_untrained(smoke_model
     assert models.base_checkpoint("gpu-7b") == models.model_path("gpu-7b") == "Qwen/Qwen2.5-7B-Instruct"
 
 
+def test_the_hintfree_profile_serves_a_warm_start_without_hint_blocks(smoke_model, tmp_path, monkeypatch):
+    """cpu-hintfree's model is the warm-start with hint_share 0, in a folder of its own: built here in two steps on a
+    stand-in release, it is served for that profile only, and its demonstrations hold no hint block."""
+    import shutil
+
+    import ragdistill.models.checkpoints as models
+    from ragdistill.miniature.warmstart import default_dest, warm_checkpoint, warmstart_info
+
+    monkeypatch.setenv("RAGDISTILL_CACHE", str(tmp_path))
+    release = tmp_path / "models" / "smollm2-135m-instruct"
+    shutil.copytree(smoke_model.path, release)
+    hintfree = replace(WarmSpec(), hint_share=0.0)
+    tiny = replace(hintfree, games=6, batch_size=2, lr=1e-2, closed_targets=0)
+    built = build_warm_checkpoint(tiny, base=release, dest=default_dest(hintfree), progress=False, verbose=False)
+    assert default_dest(hintfree) != default_dest(WarmSpec())
+    assert models.model_path("cpu-hintfree") == str(built)
+    assert not default_dest(WarmSpec()).exists()  # the cpu profile's warm-start was neither built nor served
+    info = warmstart_info(built)
+    assert info["spec"]["hint_share"] == 0.0 and info["examples"] > 0 and info["with_hints"] == 0
+    with pytest.raises(ValueError, match="hint_shares is no WarmSpec field"):
+        warm_checkpoint("alfworld", {"hint_shares": 0.0})
+
+
 def test_model_path_cpu_on_webshop_is_its_own_warm_start(smoke_model, webshop_root, tmp_path, monkeypatch):
     """A WebShop run's cpu model is the warm-start on WebShop demonstrations (built here in two steps on a stand-in
     release), not ALFWorld's: a fresh cache holding only the WebShop one serves it without building ALFWorld's."""

@@ -83,3 +83,40 @@ class Benchmark:
     def fill_placeholders(self, hint: str, task_id: str) -> str:
         """A hint with its placeholders (`{object}`) filled with one task's names (the leak check seeks both)."""
         raise NotImplementedError
+
+    # The placebo ablation (stage 06's `placebo` condition): hints of the same templates about other things.
+    def placebo_vocabulary(self) -> dict[str, tuple[str, ...]]:
+        """The names a hint may point at, by class (ALFWorld: objects, receptacles), drawn from the training tasks."""
+        raise NotImplementedError
+
+    def placebo(self, hints: list[str], task_id: str, seed: int = 0) -> list[str]:
+        """An episode's retrieved hints with every object, receptacle (WebShop: option kind, feature) they name
+        swapped for another of its class: the same templates, the same length, pointing at the wrong things."""
+        return swap_names(hints, self.placebo_vocabulary(), f"{seed}:{task_id}")
+
+
+def swap_names(texts: list[str], vocabulary: dict[str, tuple[str, ...]], seed: str) -> list[str]:
+    """The texts with every name of the vocabulary they use (a whole word, or its plural with an `s`) replaced by
+    another name of the same class, drawn with `seed`: one name always becomes the same other name across the texts,
+    so the placebo keeps the hints' templates and their agreement while pointing at other things. Placeholders
+    (`{object}`) are no names and stay."""
+    import random
+    import re
+
+    rng = random.Random(seed)
+    class_of = {name: cls for cls, names in vocabulary.items() for name in names}
+    if not class_of:
+        return list(texts)
+    mapping: dict[str, str] = {}
+    # Longest names first, so that "desk lamp" is one name and not "lamp" after "desk".
+    pattern = re.compile(r"(?<![\w{])(" + "|".join(re.escape(n) for n in sorted(class_of, key=len, reverse=True))
+                         + r")(s?)(?![\w}])", re.IGNORECASE)
+
+    def other(match: re.Match) -> str:
+        name = match.group(1).lower()
+        if name not in mapping:
+            choices = [n for n in vocabulary[class_of[name]] if n != name and n not in mapping.values()]
+            mapping[name] = rng.choice(choices) if choices else name
+        return mapping[name] + match.group(2)
+
+    return [pattern.sub(other, text) for text in texts]

@@ -243,6 +243,18 @@ def hints_at_t0(retriever, k: int = 3) -> HintSource:
     return source
 
 
+def placebo_hints(source: HintSource, seed: int = 0) -> HintSource:
+    """The placebo ablation's hint source: the hints `source` retrieves, with the objects and receptacles they name
+    swapped for others of the benchmark (Benchmark.placebo): the same templates and length, the wrong things."""
+    from ragdistill.benchmarks import benchmark, env_of
+
+    def placebo(starting):
+        return [benchmark(env_of(spec.game_id)).placebo(texts, spec.game_id, seed)
+                for (spec, *_), texts in zip(starting, source(starting))]
+
+    return placebo
+
+
 # Notebook 03 imports its stage from this module only: what it reads besides the retrieval above.
 from ragdistill.benchmarks import balanced, get_task, open_env, training_tasks  # noqa: E402
 from ragdistill.generation.backends import OpenAIBackend, make_backend  # noqa: E402

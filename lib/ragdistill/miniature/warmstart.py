@@ -25,7 +25,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -260,9 +260,15 @@ def build_warm_checkpoint(
     return dest
 
 
-def warm_checkpoint(env: str = "alfworld") -> Path:
-    """The `cpu` profile's model for a benchmark: its default warm-start (models/checkpoints.py calls this)."""
-    return build_warm_checkpoint(warm_spec(env))
+def warm_checkpoint(env: str = "alfworld", changes: dict | None = None) -> Path:
+    """The `cpu` profile's model for a benchmark: its default warm-start, or with `changes` to its WarmSpec (the
+    recipe's `warmstart`, as cpu-hintfree's hint_share 0) another, in a folder of its own (models/checkpoints.py
+    calls this)."""
+    spec = warm_spec(env)
+    unknown = set(changes or {}) - set(asdict(spec))
+    if unknown:
+        raise ValueError(f"warmstart: {', '.join(sorted(unknown))} is no WarmSpec field; choose from {', '.join(asdict(spec))}")
+    return build_warm_checkpoint(replace(spec, **(changes or {})))
 
 
 def warmstart_info(path: str | Path) -> dict | None:

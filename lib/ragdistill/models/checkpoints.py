@@ -34,7 +34,7 @@ def model_path(profile: str | Profile, env: str = "alfworld") -> str:
     """
     profile = get_profile(profile) if isinstance(profile, str) else profile
     if profile.source in BUILDERS:
-        return _call(BUILDERS[profile.source], env)
+        return _call(BUILDERS[profile.source], env, *([dict(profile.warmstart)] if profile.warmstart else []))
     return profile.model_id  # a Hub id, or for source "local" a model folder
 
 

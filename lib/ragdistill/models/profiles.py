@@ -26,19 +26,28 @@ class Profile:
     concurrency: int = 8  # on a server, episodes step on their own, this many requests in flight
     vllm_model: str = ""  # what `vllm serve` loads for this profile ("": the profile's own model)
     cpu_dtype: str = "float32"  # the dtype of unquantized weights on a CPU (smoke: float64, see smoke.py)
+    # The cpu model's warm-start, changed from its default (miniature/warmstart.py's WarmSpec fields), as pairs:
+    # cpu-hintfree's (("hint_share", 0.0),) builds one whose demonstrations never saw a hint block.
+    warmstart: tuple = ()
 
 
 # One reviewable recipe file per profile, in this order: lib/ragdistill/recipes/<name>.yaml.
-PROFILE_NAMES = ("smoke", "cpu", "gpu-7b", "gpu-14b")
+PROFILE_NAMES = ("smoke", "cpu", "cpu-hintfree", "gpu-7b", "gpu-14b")
 
 
 def load_recipe(name: str) -> dict:
     """A profile's recipe: `model` (the Profile's settings), `lora` (stage 05's r and alpha per benchmark) and
-    `chain` (what `make run` passes each notebook)."""
+    `chain` (what `make run` passes each notebook). A recipe with `base: <profile>` is that profile's, with the
+    sections it names updated key by key."""
     import yaml
 
     text = resources.files("ragdistill").joinpath(f"recipes/{name}.yaml").read_text()
     recipe = yaml.safe_load(text)
+    if "base" in recipe:  # another profile's recipe with some of its settings changed, section by section
+        base = load_recipe(recipe.pop("base"))
+        base["lora"] = {env: {"r": r, "alpha": a} for env, (r, a) in base["lora"].items()}
+        recipe = {**base, **{k: {**base.get(k, {}), **v} if isinstance(v, dict) else v for k, v in recipe.items()}}
+    recipe["model"]["warmstart"] = tuple(sorted((recipe["model"].get("warmstart") or {}).items()))
     recipe["lora"] = {env: (v["r"], v["alpha"]) for env, v in recipe["lora"].items()}
     recipe["chain"] = recipe.get("chain") or {}
     return recipe

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from ragdistill.benchmarks.base import Benchmark, Task
 
@@ -93,6 +94,9 @@ class AlfworldBenchmark(Benchmark):
         inst = _INSTANCE.search(_PLACEHOLDER.sub("", hint))
         return f"names the instance {inst.group(0)!r}; use a placeholder such as {{object}}" if inst else None
 
+    def placebo_vocabulary(self) -> dict[str, tuple[str, ...]]:
+        return _vocabulary()
+
     def fill_placeholders(self, hint: str, task_id: str) -> str:
         from ragdistill.benchmarks.alfworld.hints import task_names
 
@@ -101,3 +105,18 @@ class AlfworldBenchmark(Benchmark):
                            ("container", names["receptacle"]), ("lamp", names.get("lamp", "desklamp"))):
             hint = hint.replace("{" + key + "}", value)
         return hint
+
+
+@lru_cache(maxsize=1)
+def _vocabulary() -> dict[str, tuple[str, ...]]:
+    """Objects and receptacles as the train games name them (folder names; an examine task's lamp is an object),
+    and the appliances that heat, cool and clean."""
+    from ragdistill.benchmarks.alfworld.env import folder_names, list_games
+    from ragdistill.benchmarks.alfworld.hints import APPLIANCE
+
+    objects, receptacles = set(), {appliance for _, appliance in APPLIANCE.values()}
+    for game in list_games("train"):
+        obj, receptacle = folder_names(game.game_id)
+        objects.add(obj)
+        (objects if game.task_type == "examine" else receptacles).add(receptacle)
+    return {"object": tuple(sorted(objects - receptacles)), "receptacle": tuple(sorted(receptacles))}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from functools import lru_cache
 
 from ragdistill.benchmarks.base import Benchmark, Task
 
@@ -109,5 +110,34 @@ class WebShopBenchmark(Benchmark):
         product = _PRODUCT_ID.search(hint)
         return f"names the product {product.group(0)!r}; write a rule for any product" if product else None
 
+    def placebo_vocabulary(self) -> dict[str, tuple[str, ...]]:
+        return _vocabulary()
+
+    def placebo(self, hints: list[str], task_id: str, seed: int = 0) -> list[str]:
+        """Only a hint's slots change (the asked option kinds, a quoted feature): the templates' own words, which
+        a feature may share ("price"), stay."""
+        from ragdistill.benchmarks.base import swap_names
+
+        slots = [m for hint in hints for m in _SLOT.finditer(hint)]
+        swapped = iter(swap_names([m.group(0) for m in slots], self.placebo_vocabulary(), f"{seed}:{task_id}"))
+        return [_SLOT.sub(lambda m: next(swapped), hint) for hint in hints]
+
     def fill_placeholders(self, hint: str, task_id: str) -> str:
         return hint  # WebShop hints have no placeholders
+
+
+# A WebShop hint's slots: the option kinds it asks for, "(size and color)" or "the asked size;", and a quoted feature.
+_SLOT = re.compile(r"\([^()]*\)|asked [a-z ,]+;|'[^']*'")
+
+
+@lru_cache(maxsize=1)
+def _vocabulary() -> dict[str, tuple[str, ...]]:
+    """The option kinds and the short feature phrases of the train goals (hints name nothing else)."""
+    from ragdistill.benchmarks.webshop.data import list_goals
+    from ragdistill.benchmarks.webshop.hints import _PHRASE
+
+    kinds, features = set(), set()
+    for goal in list_goals("train"):
+        kinds.update(name.lower() for name, _ in goal.options if _PHRASE.match(name.lower()))
+        features.update(a.lower() for a in goal.attributes if _PHRASE.match(a.lower()))
+    return {"option kind": tuple(sorted(kinds)), "feature": tuple(sorted(features - kinds))}

@@ -160,7 +160,7 @@ def play_conditions(cfg, games, bank: dict, student_fewshot: bool, models, episo
     `models` gives each condition its backend (`LocalModels`, or a server's). Students without an adapter in
     stage 05 are skipped with the reason.
     """
-    from ragdistill.method.teacher import hints_at_t0, make_retriever
+    from ragdistill.method.teacher import hints_at_t0, make_retriever, placebo_hints
     from ragdistill.models.weights import refuse_mixed
 
     # Before any episode: the students' adapters and the teacher's episodes must come from the weights played here.
@@ -179,8 +179,10 @@ def play_conditions(cfg, games, bank: dict, student_fewshot: bool, models, episo
             continue
         backend, model_name = models.backend(condition)
         hint_source = None
-        if condition == "hints":
+        if condition in ("hints", "placebo"):
             hint_source = hints_at_t0(make_retriever(cfg.resolved_retriever, bank, backend), cfg.k)
+        if condition == "placebo":
+            hint_source = placebo_hints(hint_source, cfg.seed)
         fewshot = fewshot_by_condition(cfg, student_fewshot)[condition]
         start = time.perf_counter()
         stats = run_rollouts(specs, backend, episodes_file, model_name, cfg.rollout_config(fewshot),

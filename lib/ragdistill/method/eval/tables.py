@@ -11,7 +11,8 @@ from ragdistill.run.config.names import CONDITIONS
 
 from ragdistill.method.analysis import TYPE_ORDER, episode_figures, pair_up, paired_counts, summary, wilson
 
-LABELS = {"base": "base", "hints": "base+hints (teacher)", "sft": "SFT", "distilled": "distilled"}
+LABELS = {"base": "base", "hints": "base+hints (teacher)", "sft": "SFT", "distilled": "distilled",
+          "placebo": "base+placebo hints"}
 
 # The paper's headline figures for the settings this project can reproduce: ALFWorld success (valid_unseen, %)
 # and WebShop score (100 x mean reward on the 100 test goals).
@@ -99,9 +100,14 @@ def holm(pvalues: dict[str, float]) -> dict[str, float]:
 PAIRED_TESTS = (("hints", "base"), ("distilled", "base"), ("distilled", "sft"), ("distilled", "hints"))
 
 
-def paired_tests(df: pd.DataFrame) -> dict[str, dict]:
-    """McNemar's exact test for each of PAIRED_TESTS whose two conditions were played, keyed "a vs b"."""
-    tests = {f"{a} vs {b}": paired_test(df, a, b) for a, b in PAIRED_TESTS}
+# The placebo ablation, its own family: do the hints help by what they say (hints vs placebo), or by their form
+# alone (placebo vs base)?
+ABLATION_TESTS = (("hints", "placebo"), ("placebo", "base"))
+
+
+def paired_tests(df: pd.DataFrame, comparisons: tuple = PAIRED_TESTS) -> dict[str, dict]:
+    """McNemar's exact test for each comparison whose two conditions were played, keyed "a vs b"."""
+    tests = {f"{a} vs {b}": paired_test(df, a, b) for a, b in comparisons}
     tests = {name: test for name, test in tests.items() if test is not None}
     # The family is the comparisons played: Holm's adjustment beside each raw p.
     for name, p in holm({name: test["mcnemar_p"] for name, test in tests.items()}).items():
@@ -109,10 +115,10 @@ def paired_tests(df: pd.DataFrame) -> dict[str, dict]:
     return tests
 
 
-def paired_tests_per_agent(df: pd.DataFrame) -> dict[str, dict[str, dict]]:
+def paired_tests_per_agent(df: pd.DataFrame, comparisons: tuple = PAIRED_TESTS) -> dict[str, dict[str, dict]]:
     """`paired_tests` for each agent alone (each its own family), and for both together ("pooled")."""
-    out = {str(agent): paired_tests(g) for agent, g in df.groupby("agent")}
-    out["pooled"] = paired_tests(df)
+    out = {str(agent): paired_tests(g, comparisons) for agent, g in df.groupby("agent")}
+    out["pooled"] = paired_tests(df, comparisons)
     return out
 
 
