@@ -3,15 +3,19 @@ split, for several stage-01 draws (seeds), separate from the default `make run`.
 
 Each seed is one run (`outputs/runs/long-<profile>-<env>-s<seed>`): the chain of `make run` with the recipe's
 settings, stage 01 drawing `--train-games` train games with that seed, stage 06 playing `--eval-games` games of the
-result split (0: every one; ALFWorld's 134 `valid_unseen` games are 268 pairs per condition). A rerun resumes:
+result split (0: every one; ALFWorld's 134 `valid_unseen` games are 268 pairs per condition) under the paper's four
+conditions and the placebo ablation (base with the retrieved hints' objects and receptacles swapped). A rerun resumes:
 finished stages are skipped and unfinished ones resume their episode files. As each seed finishes, its figures go
 to `<out>/<run>/`: every stage's metrics.json and stage 06's episodes in short form (game, agent, condition, won,
 steps, tokens), small enough to commit, so that another machine can go on from them. The summary
-(`<out>/summary.json`, printed) gives per seed the success of each condition per agent and pooled with Wilson
-intervals, and the four paired tests per agent and pooled with McNemar's exact p, Holm's adjusted p and each
-difference's interval resampling games; then each figure's spread over the seeds.
+(`<out>/summary-<profile>-<env>.json`, printed) gives per seed the success of each condition per agent and pooled
+with Wilson intervals, the four paired tests per agent and pooled with McNemar's exact p, Holm's adjusted p and each
+difference's interval resampling games, and the ablation's two tests (hints vs placebo, placebo vs base) as a family
+of their own; then each figure's spread over the seeds. The other ablation is a profile: `--profile cpu-hintfree`
+plays the same chain on a warm-start that never saw a hint block.
 
     .venv/bin/python bench/long_run.py                                 # cpu, alfworld, seeds 0 1 2, 48 train games
+    .venv/bin/python bench/long_run.py --profile cpu-hintfree          # the same on the hint-free warm-start
     .venv/bin/python bench/long_run.py --seeds 0 --summary-only        # the summary of what is there
 """
 
@@ -33,11 +37,16 @@ def run_name(profile: str, env: str, seed: int) -> str:
     return f"long-{profile}-{env}-s{seed}"
 
 
+# Stage 06 plays the paper's four conditions and the placebo ablation (the same hints pointing at other things).
+CONDITIONS = ["base", "hints", "sft", "distilled", "placebo"]
+
+
 def play(profile: str, env: str, seed: int, train_games: int, eval_games: int, max_steps: int) -> Path:
     """One seed's whole chain (resumed where it stopped)."""
     from ragdistill.run.pipeline import run_chain
 
-    per_stage = {"01_failure_collection": {"n_games": train_games}, "06_evaluation": {"n_games": eval_games}}
+    per_stage = {"01_failure_collection": {"n_games": train_games},
+                 "06_evaluation": {"n_games": eval_games, "conditions": CONDITIONS}}
     for notebook in ("01_failure_collection", "03_teacher_generation", "06_evaluation"):
         per_stage.setdefault(notebook, {})["max_steps"] = max_steps
     return run_chain(profile, run=run_name(profile, env, seed), env=env, per_stage=per_stage, extra={"seed": seed})
@@ -62,9 +71,10 @@ def keep(run_dir: Path, out: Path) -> Path:
 
 
 def seed_summary(rows: list[dict]) -> dict:
-    """One seed's figures: success per condition (per agent and pooled) and the paired tests per family."""
+    """One seed's figures: success per condition (per agent and pooled), the paired tests per family, and the
+    placebo ablation's tests (a family of their own) when it was played."""
     from ragdistill.method.analysis import episodes_frame, wilson
-    from ragdistill.method.eval.tables import paired_tests_per_agent
+    from ragdistill.method.eval.tables import ABLATION_TESTS, paired_tests_per_agent
 
     df = episodes_frame(rows)
     success = {}
@@ -75,7 +85,8 @@ def seed_summary(rows: list[dict]) -> dict:
                                                     "percent": round(float(100 * g["won"].mean()), 1),
                                                     "ci": [round(low, 1), round(high, 1)]}
     tests = paired_tests_per_agent(df)
-    return {"games": int(df["game_id"].nunique()), "success": success, "tests": tests}
+    ablation = paired_tests_per_agent(df, ABLATION_TESTS) if "placebo" in success else {}
+    return {"games": int(df["game_id"].nunique()), "success": success, "tests": tests, "ablation": ablation}
 
 
 def spread(per_seed: dict[str, dict]) -> dict:
@@ -85,18 +96,23 @@ def spread(per_seed: dict[str, dict]) -> dict:
 
     seeds = list(per_seed.values())
     conditions = sorted(set.intersection(*(set(s["success"]) for s in seeds)))
-    tests = sorted(set.intersection(*(set(s["tests"]["pooled"]) for s in seeds)))
+    pooled = [{**s["tests"]["pooled"], **s.get("ablation", {}).get("pooled", {})} for s in seeds]
+    tests = sorted(set.intersection(*(set(p) for p in pooled)))
     return {"success": {c: stats([s["success"][c]["pooled"]["percent"] for s in seeds]) for c in conditions},
-            "difference": {t: stats([s["tests"]["pooled"][t]["difference"] for s in seeds]) for t in tests}}
+            "difference": {t: stats([p[t]["difference"] for p in pooled]) for t in tests}}
 
 
-def summarize(out: Path, names: list[str]) -> dict:
+def summary_file(out: Path, profile: str, env: str) -> Path:
+    return out / f"summary-{profile}-{env}.json"
+
+
+def summarize(out: Path, names: list[str], file: Path | None = None) -> dict:
     from ragdistill.run.io import atomic_write_json, read_jsonl
 
     per_seed = {n: seed_summary(list(read_jsonl(out / n / "06_episodes.jsonl"))) for n in names
                 if (out / n / "06_episodes.jsonl").is_file()}
     summary = {"runs": per_seed, "spread": spread(per_seed) if per_seed else {}}
-    atomic_write_json(out / "summary.json", summary)
+    atomic_write_json(file or out / "summary.json", summary)
     return summary
 
 
@@ -106,7 +122,7 @@ def show(summary: dict) -> None:
         for condition, by_agent in s["success"].items():
             print(f"  {condition:10} " + "  ".join(f"{a} {v['wins']}/{v['episodes']} ({v['ci'][0]:.0f}-{v['ci'][1]:.0f}%)"
                                               for a, v in by_agent.items()))
-        for family, tests in s["tests"].items():
+        for family, tests in [*s["tests"].items(), *((f"{f} (ablation)", t) for f, t in s.get("ablation", {}).items())]:
             for test, t in tests.items():
                 a, b = test.split(" vs ")
                 print(f"  {family:8} {test:20} {t[f'only_{a}']}:{t[f'only_{b}']}  {t['difference']:+.1f} points "
@@ -139,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             run_dir = play(args.profile, args.env, seed, args.train_games, args.eval_games, args.max_steps)
             print(f"{run_dir.name}: figures kept in {keep(run_dir, args.out)} ({time.perf_counter() - start:.0f} s)",
                   flush=True)
-    summary = summarize(args.out, names)
+    summary = summarize(args.out, names, summary_file(args.out, args.profile, args.env))
     if not summary["runs"]:
         print(f"no finished seed under {args.out} yet ({', '.join(names)}): run without --summary-only first")
         return 1

@@ -7,10 +7,10 @@ import pytest
 from conftest import bench_module
 
 
-def _rows(wins: dict[str, set]) -> list[dict]:
-    """Episodes of 4 games x 2 agents x 4 conditions; `wins[condition]` holds the (game, agent) pairs won."""
+def _rows(wins: dict[str, set], conditions=("base", "hints", "sft", "distilled")) -> list[dict]:
+    """Episodes of 4 games x 2 agents x the conditions (the four by default); `wins[condition]` holds the (game, agent) pairs won."""
     rows = []
-    for condition in ("base", "hints", "sft", "distilled"):
+    for condition in conditions:
         for game in range(4):
             for agent in ("react", "stateact"):
                 won = (game, agent) in wins.get(condition, set())
@@ -51,3 +51,23 @@ def test_per_stage_parameters_name_a_notebook_and_one_of_its_parameters(outputs)
         run_chain("smoke", run="x", per_stage={"07_nothing": {"n_games": 1}})
     with pytest.raises(ValueError, match="06_evaluation has no parameter named n_gmaes"):
         run_chain("smoke", run="x", per_stage={"06_evaluation": {"n_gmaes": 1}})
+
+
+def test_the_placebo_ablation_is_its_own_family_and_spreads_over_seeds(tmp_path):
+    long_run = bench_module("long_run")
+    assert "placebo" in long_run.CONDITIONS
+    everything = {(g, a) for g in range(4) for a in ("react", "stateact")}
+    seeds = {"long-x-alfworld-s0": {"base": set(), "hints": everything, "placebo": {(0, "react")}},
+             "long-x-alfworld-s1": {"base": set(), "hints": {(0, "react")}, "placebo": set()}}
+    for name, wins in seeds.items():
+        rows = _rows(wins, ("base", "hints", "placebo"))
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "06_episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = long_run.summarize(tmp_path, list(seeds), long_run.summary_file(tmp_path, "x", "alfworld"))
+    first = summary["runs"]["long-x-alfworld-s0"]
+    assert set(first["tests"]["pooled"]) == {"hints vs base"}  # the method's family holds no placebo test
+    ablation = first["ablation"]["pooled"]
+    assert (ablation["hints vs placebo"]["only_hints"], ablation["hints vs placebo"]["only_placebo"]) == (7, 0)
+    assert ablation["placebo vs base"]["only_placebo"] == 1 and set(first["ablation"]) == {"react", "stateact", "pooled"}
+    assert summary["spread"]["difference"]["hints vs placebo"]["values"] == [87.5, 12.5]
+    assert (tmp_path / "summary-x-alfworld.json").is_file()

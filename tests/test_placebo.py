@@ -112,3 +112,32 @@ def test_stage_06_plays_the_placebo_with_the_teachers_hints_swapped(smoke_model,
         assert len(real) == len(placebo) == cfg.k and real != placebo
         assert placebo == benchmark("alfworld").placebo(real, game.game_id, cfg.seed)
         assert GENERIC in real and GENERIC in placebo
+
+
+def test_the_warmstart_ablation_sets_this_runs_gains_beside_the_newest_hintfree_run(outputs):
+    import json
+    import os
+    import time
+
+    import pandas as pd
+
+    from ragdistill.method.eval.tables import hintfree_runs, paired_tests, warmstart_ablation
+
+    rows = [{"game_id": f"g{g}", "agent": "react", "condition": c, "task_type": "put", "tokens": 1, "reward": 0.0,
+             "won": (c == "hints" and g < 4) or (c == "distilled" and g < 2)} for g in range(8)
+            for c in ("base", "hints", "distilled")]
+    tests = paired_tests(pd.DataFrame(rows))
+    assert "no finished cpu-hintfree run on alfworld" in warmstart_ablation(tests, "alfworld", "cpu")
+    later = {"hints vs base": dict(tests["hints vs base"], difference=-12.5)}
+    for name, paired in (("cpu-hintfree-20261201-100000", tests), ("long-cpu-hintfree-s0", later),
+                         ("cpu-hintfree-webshop-20261202-100000", tests), ("cpu-20261203-100000", tests)):
+        metrics = outputs / "runs" / name / "06_eval" / "metrics.json"
+        metrics.parent.mkdir(parents=True)
+        metrics.write_text(json.dumps({"paired": paired}))
+        os.utime(metrics, (time.time() + len(name), time.time() + len(name)))
+    (outputs / "runs" / "cpu-hintfree-20261203-000000" / "06_eval").mkdir(parents=True)  # unfinished: no metrics
+    assert [p.name for p in hintfree_runs("alfworld")] == ["long-cpu-hintfree-s0", "cpu-hintfree-20261201-100000"]
+    table = warmstart_ablation(tests, "alfworld", "cpu")
+    this, other = "this run (cpu)", "cpu-hintfree-20261201-100000 (hint-free warm-start)"
+    assert table.loc[(this, "hints vs base"), "difference (points)"] == tests["hints vs base"]["difference"] == 50.0
+    assert table.loc[(other, "distilled vs base"), "pairs"] == 8 and len(table) == 4

@@ -17,6 +17,7 @@ from ragdistill.method.eval.conditions import (
     play_conditions,
 )
 from ragdistill.method.eval.tables import (
+    ABLATION_TESTS,
     LABELS,
     condition_summary,
     interval_table,
@@ -29,13 +30,14 @@ from ragdistill.method.eval.tables import (
     token_parts,
     token_reduction,
     token_saving_parts,
+    warmstart_ablation,
 )
 from ragdistill.method.hints import load_bank
 from ragdistill.method.rollout.lockstep import read_episodes
 from ragdistill.models.loading import model_path
 
-__all__ = ["LABELS", "STUDENTS", "balanced", "condition_models", "condition_summary", "discordant",
+__all__ = ["ABLATION_TESTS", "LABELS", "STUDENTS", "balanced", "condition_models", "condition_summary", "discordant",
            "episodes_frame", "eval_tasks", "fewshot_by_condition", "found_adapters", "interval_table", "load_bank",
            "mcnemar_exact", "model_path", "paired_table", "paired_tests_per_agent", "per_type_success",
            "play_conditions", "protocol_table", "read_episodes", "results_table", "success_bars", "token_parts",
-           "token_reduction", "token_saving_parts", "wilson"]
+           "token_reduction", "token_saving_parts", "warmstart_ablation", "wilson"]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -138,6 +141,38 @@ def paired_table(tests: dict[str, dict]) -> pd.DataFrame:
     columns = ["pairs", "wins (first)", "wins (second)", "only first", "only second", "difference (points)",
                "95% CI (games resampled)", "McNemar p", "Holm p"]
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
+
+
+def hintfree_runs(env: str) -> list[Path]:
+    """Runs of the cpu-hintfree profile on `env` whose stage 06 finished (`make run PROFILE=cpu-hintfree`, or
+    bench/long_run.py's `long-cpu-hintfree-...`), oldest first."""
+    from ragdistill.run.paths import outputs_dir, run_tag
+
+    tag = run_tag("cpu-hintfree", env)
+    pattern = re.compile(rf"(long-)?{re.escape(tag)}-(\d{{8}}-\d{{6}}|s\d+)")
+    root = outputs_dir() / "runs"
+    found = [p for p in root.iterdir() if pattern.fullmatch(p.name) and (p / "06_eval" / "metrics.json").is_file()] \
+        if root.is_dir() else []
+    return sorted(found, key=lambda p: (p / "06_eval" / "metrics.json").stat().st_mtime)
+
+
+def warmstart_ablation(tests: dict[str, dict], env: str, profile: str) -> pd.DataFrame | str:
+    """The teacher's and the student's gains over the base agent (pooled) in this run and in the newest finished
+    run of the cpu-hintfree profile (a warm-start that never saw a hint block); or what to run to get one."""
+    runs = hintfree_runs(env)
+    if not runs:
+        return (f"no finished cpu-hintfree run on {env}: `make run PROFILE=cpu-hintfree` (or bench/long_run.py "
+                "--profile cpu-hintfree) plays the chain on a warm-start that never saw a hint block")
+    other = json.loads((runs[-1] / "06_eval" / "metrics.json").read_text())["paired"]
+    rows = {}
+    for name, paired in ((f"this run ({profile})", tests), (f"{runs[-1].name} (hint-free warm-start)", other)):
+        for test in ("hints vs base", "distilled vs base"):
+            t = paired.get(test)
+            if t:
+                rows[(name, test)] = {"pairs": t["pairs"], "difference (points)": t.get("difference"),
+                                      "95% CI (games resampled)": f"{t['ci_low']:+.1f} to {t['ci_high']:+.1f}"
+                                      if "ci_low" in t else "", "McNemar p": t["mcnemar_p"], "Holm p": t.get("holm_p")}
+    return pd.DataFrame.from_dict(rows, orient="index")
 
 
 def token_reduction(df: pd.DataFrame, student: str = "distilled", teacher: str = "hints") -> float | None:
