@@ -41,12 +41,13 @@ def run_name(profile: str, env: str, seed: int) -> str:
 CONDITIONS = ["base", "hints", "sft", "distilled", "placebo"]
 
 
-def play(profile: str, env: str, seed: int, train_games: int, eval_games: int, max_steps: int) -> Path:
+def play(profile: str, env: str, seed: int, train_games: int, eval_games: int, max_steps: int,
+         conditions: list[str] = CONDITIONS) -> Path:
     """One seed's whole chain (resumed where it stopped)."""
     from ragdistill.run.pipeline import run_chain
 
     per_stage = {"01_failure_collection": {"n_games": train_games},
-                 "06_evaluation": {"n_games": eval_games, "conditions": CONDITIONS}}
+                 "06_evaluation": {"n_games": eval_games, "conditions": list(conditions)}}
     for notebook in ("01_failure_collection", "03_teacher_generation", "06_evaluation"):
         per_stage.setdefault(notebook, {})["max_steps"] = max_steps
     return run_chain(profile, run=run_name(profile, env, seed), env=env, per_stage=per_stage, extra={"seed": seed})
@@ -144,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-games", type=int, default=48, help="stage 01's train games per seed")
     parser.add_argument("--eval-games", type=int, default=0, help="stage 06's games (0: every game of the split)")
     parser.add_argument("--max-steps", type=int, default=15)
+    parser.add_argument("--conditions", default=",".join(CONDITIONS), help="stage 06's conditions, comma-separated")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--summary-only", action="store_true", help="summarize what is under --out, play nothing")
     args = parser.parse_args(argv)
@@ -152,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.summary_only:
         for seed in seeds:
             start = time.perf_counter()
-            run_dir = play(args.profile, args.env, seed, args.train_games, args.eval_games, args.max_steps)
+            run_dir = play(args.profile, args.env, seed, args.train_games, args.eval_games, args.max_steps,
+                           args.conditions.split(","))
             print(f"{run_dir.name}: figures kept in {keep(run_dir, args.out)} ({time.perf_counter() - start:.0f} s)",
                   flush=True)
     summary = summarize(args.out, names, summary_file(args.out, args.profile, args.env))
