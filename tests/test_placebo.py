@@ -3,6 +3,8 @@ benchmark (Benchmark.placebo), played by stage 06 as the `placebo` condition and
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from ragdistill.benchmarks import benchmark, training_tasks
@@ -12,6 +14,7 @@ from ragdistill.benchmarks.base import swap_names
 LOCATION = location_hint("apple", "countertop")
 APPLIANCE = "Heat the {object} with the microwave before you move it to the {receptacle}."
 GENERIC = "Go to each receptacle in turn, opening closed ones, until you see the {object}."
+NOTHING = "Open a closed receptacle before searching it; closed ones hide the objects inside."
 TAKE = "Take the apple from the countertop first."
 
 
@@ -34,14 +37,20 @@ def test_alfworld_placebo_keeps_the_templates_and_names_other_things(alfworld_ro
     vocabulary = alfworld.placebo_vocabulary()
     assert len(vocabulary["object"]) > 20 and len(vocabulary["receptacle"]) > 10
     assert {"microwave", "fridge", "sinkbasin", "countertop"} <= set(vocabulary["receptacle"])
+    from ragdistill.benchmarks.alfworld.hints import task_names
+
     games = [t.game_id for t in training_tasks("alfworld")[:40]]
-    placebos = [alfworld.placebo([LOCATION, APPLIANCE, GENERIC, TAKE], game, seed=0) for game in games]
-    for location, appliance, generic, take in placebos:
+    placebos = [alfworld.placebo([LOCATION, APPLIANCE, GENERIC, TAKE, NOTHING], game, seed=0) for game in games]
+    for game, (location, appliance, generic, take, nothing) in zip(games, placebos):
+        names = task_names(game)
         obj, place = location_of(location)  # still the location template
         assert obj != "apple" and obj in vocabulary["object"] and place != "countertop"
-        assert appliance != APPLIANCE and appliance.startswith("Heat the {object} with the ")
-        assert generic == GENERIC  # no object or receptacle named: the same advice
+        # The placeholders are filled with the game's names, and those swapped: no slot points at the task's things.
+        assert "{" not in appliance + generic and not re.search(rf"\b{names['object']}\b", appliance + generic)
+        assert appliance.startswith("Heat the ") and " with the microwave " not in appliance
+        assert generic.startswith("Go to each receptacle in turn, opening closed ones, until you see the ")
         assert take == f"Take the {obj} from the {place} first."  # one name, one swap, across an episode's hints
+        assert nothing == NOTHING  # a rule that names nothing stays
     assert len({p[0] for p in placebos}) > 10  # drawn per game, not one fixed placebo
     assert alfworld.placebo([LOCATION], games[0], 0) == placebos[0][:1]
     assert len({alfworld.placebo([LOCATION], games[0], s)[0] for s in range(8)}) > 1  # and per seed
@@ -90,7 +99,7 @@ def test_stage_06_accepts_the_placebo_condition_and_tests_it_in_its_own_family()
 
 def test_stage_06_plays_the_placebo_with_the_teachers_hints_swapped(smoke_model, outputs, alfworld_root, tmp_path):
     """The placebo condition retrieves what the hints condition retrieves for each (game, agent), and plays those
-    hints with their names swapped: the same number of hints, the same placeholders, other objects."""
+    hints with their names swapped: the same number of hints, the placeholders filled with other objects."""
     from ragdistill.benchmarks import balanced, eval_tasks
     from ragdistill.method.eval.conditions import LocalModels, play_conditions
     from ragdistill.method.hints import Hint
@@ -101,7 +110,7 @@ def test_stage_06_plays_the_placebo_with_the_teachers_hints_swapped(smoke_model,
                                   "batch_size": 3, "n_games": 3, "conditions": ["hints", "placebo"], "split": "valid_seen"})
     games = balanced(eval_tasks("alfworld", "valid_seen"), cfg.n_games, seed=0)
     bank = {g.task_type: [Hint(f"{g.task_type}-{i}", g.task_type, t, "e", "g", "react", "heuristic")
-                          for i, t in enumerate([LOCATION, APPLIANCE, GENERIC])] for g in games}
+                          for i, t in enumerate([LOCATION, GENERIC, NOTHING])] for g in games}
     with LocalModels(cfg, {}) as models:
         played = play_conditions(cfg, games, bank, False, models, tmp_path / "episodes.jsonl", progress=False)
     assert not played.skipped
@@ -111,7 +120,12 @@ def test_stage_06_plays_the_placebo_with_the_teachers_hints_swapped(smoke_model,
         real, placebo = records[(game.game_id, "hints")]["hints"], records[(game.game_id, "placebo")]["hints"]
         assert len(real) == len(placebo) == cfg.k and real != placebo
         assert placebo == benchmark("alfworld").placebo(real, game.game_id, cfg.seed)
-        assert GENERIC in real and GENERIC in placebo
+        assert GENERIC in real and GENERIC not in placebo
+    from ragdistill.method.eval.tables import placebo_changed
+
+    # Each episode's first two hints name or stand for the game's things; the third names nothing.
+    assert placebo_changed(list(records.values())) == {"hints": 9, "hints_changed": 6, "episodes": 3,
+                                                      "episodes_changed": 3}
 
 
 def test_the_warmstart_ablation_sets_this_runs_gains_beside_the_newest_hintfree_run(outputs):

@@ -90,9 +90,12 @@ class Benchmark:
         raise NotImplementedError
 
     def placebo(self, hints: list[str], task_id: str, seed: int = 0) -> list[str]:
-        """An episode's retrieved hints with every object, receptacle (WebShop: option kind, feature) they name
-        swapped for another of its class: the same templates, the same length, pointing at the wrong things."""
-        return swap_names(hints, self.placebo_vocabulary(), f"{seed}:{task_id}")
+        """An episode's retrieved hints with their placeholders filled with the task's names, then every object,
+        receptacle (WebShop: option kind, feature) they name swapped for another of its class: the same templates
+        and length, pointing at the wrong things ("until you see the {object}" becomes "until you see the pen" in
+        a game about an apple). Rules that name nothing stay as they are."""
+        filled = [self.fill_placeholders(hint, task_id) for hint in hints]
+        return swap_names(filled, self.placebo_vocabulary(), f"{seed}:{task_id}")
 
 
 def swap_names(texts: list[str], vocabulary: dict[str, tuple[str, ...]], seed: str) -> list[str]:

@@ -24,6 +24,7 @@ from ragdistill.method.eval.tables import (
     paired_table,
     paired_tests_per_agent,
     per_type_success,
+    placebo_changed,
     protocol_table,
     results_table,
     success_bars,
@@ -39,5 +40,5 @@ from ragdistill.models.loading import model_path
 __all__ = ["ABLATION_TESTS", "LABELS", "STUDENTS", "balanced", "condition_models", "condition_summary", "discordant",
            "episodes_frame", "eval_tasks", "fewshot_by_condition", "found_adapters", "interval_table", "load_bank",
            "mcnemar_exact", "model_path", "paired_table", "paired_tests_per_agent", "per_type_success",
-           "play_conditions", "protocol_table", "read_episodes", "results_table", "success_bars", "token_parts",
+           "placebo_changed", "play_conditions", "protocol_table", "read_episodes", "results_table", "success_bars", "token_parts",
            "token_reduction", "token_saving_parts", "warmstart_ablation", "wilson"]

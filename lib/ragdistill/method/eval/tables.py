@@ -143,6 +143,21 @@ def paired_table(tests: dict[str, dict]) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index", columns=columns)
 
 
+def placebo_changed(records: list[dict]) -> dict:
+    """How much the placebo differs from what it stands in for: of the hints the placebo condition played, how many
+    differ from the base+hints condition's for the same (game, agent), and in how many episodes any did."""
+    real = {(r["game_id"], r["agent"]): r.get("hints") or [] for r in records if r["condition"] == "hints"}
+    hints = episodes = changed_hints = changed_episodes = 0
+    for r in records:
+        if r["condition"] != "placebo" or (r["game_id"], r["agent"]) not in real:
+            continue
+        pairs = list(zip(real[(r["game_id"], r["agent"])], r.get("hints") or []))
+        changed = sum(a != b for a, b in pairs)
+        hints, changed_hints = hints + len(pairs), changed_hints + changed
+        episodes, changed_episodes = episodes + 1, changed_episodes + bool(changed)
+    return {"hints": hints, "hints_changed": changed_hints, "episodes": episodes, "episodes_changed": changed_episodes}
+
+
 def hintfree_runs(env: str) -> list[Path]:
     """Runs of the cpu-hintfree profile on `env` whose stage 06 finished (`make run PROFILE=cpu-hintfree`, or
     bench/long_run.py's `long-cpu-hintfree-...`), oldest first."""
