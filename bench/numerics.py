@@ -1,14 +1,16 @@
 """The smoke model built and both smoke chains run under several numerics: without the grid the weights' bytes
 differ, with it neither the bytes nor the figures do.
 
-Each setting first builds a small spec without the grid (`grid_bits` None, 40 steps: the control, which shows that
-the setting changes the float64 weights' bytes), then the default smoke model from scratch into a cache of its own,
+Each setting first builds a small spec without the grid (`grid_bits` None, 40 steps: the controls, in float64 and in
+float32, which show whether the setting changes a plain build's bytes), then the default smoke model from scratch
+into a cache of its own,
 in a process whose libraries start with that setting (kernel set, MKL and oneDNN code paths, thread count), then runs
 both smoke chains under it and compares their key figures with tests/reference/smoke_chain.json. It prints, per
-setting, the control's hash, the model's weights hash, its behaviour id (numerics.behaviour), the smallest top-2
+setting, the controls' hashes, the model's weights hash, its behaviour id (numerics.behaviour), the smallest top-2
 logit gap of the probes, the closest any weight came to a rounding midpoint, the number of figures that differ from
 the reference, and the build's time as a ratio to the first setting's. Results go to bench/results/numerics.json
-as each setting finishes; a rerun skips the settings done. A model already in a setting's cache folder is used as
+as each setting finishes; a rerun skips the settings done (building the float32 control of those measured without
+it). A model already in a setting's cache folder is used as
 it is (its build time comes from its smoke_build.json).
 
     .venv/bin/python bench/numerics.py                 # every setting, one at a time (about 30 min each on 2 cores)
@@ -61,6 +63,23 @@ def control_spec():
                      chain_repeats=1, grid_bits=None)
 
 
+def float32_control(name: str, work: Path) -> str:
+    """The control spec built in float32 without the grid under setting `name`: the weights' hash. Float32 is what
+    a processor's kernels change most visibly, so each setting shows here that it changes a plain build's bytes."""
+    extra, threads = SETTINGS[name]
+    folder = work / name
+    env = environment(extra, threads, folder)
+    control = folder / "control32"
+    if not (control / "config.json").is_file():
+        subprocess.run([sys.executable, "-m", "ragdistill.miniature.smoke", "--threads", str(threads), "--spec",
+                        json.dumps(asdict(control_spec())), "--dtype", "float32", "--dest", str(control)], env=env,
+                       cwd=ROOT, capture_output=True, text=True, check=True)
+    code = "import sys; from ragdistill.checks.numerics import weights_hash; print(weights_hash(sys.argv[1]))"
+    done = subprocess.run([sys.executable, "-c", code, str(control)], env=env, cwd=ROOT, capture_output=True, text=True,
+                          check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
 def measure(name: str, work: Path) -> dict:
     """Build the control and the smoke model under setting `name`, identify them, and check both smoke chains
     against the reference."""
@@ -91,7 +110,8 @@ def measure(name: str, work: Path) -> dict:
     chains = subprocess.run([python, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
     chains_s = time.perf_counter() - start
     figures = json.loads(chains.stdout.strip().splitlines()[-1])
-    return {"env": extra, "threads": threads, **ident, "closest_to_a_midpoint": info["closest_to_a_midpoint"],
+    return {"env": extra, "threads": threads, **ident, "control32_weights": float32_control(name, work),
+            "closest_to_a_midpoint": info["closest_to_a_midpoint"],
             "loss_last": info["loss_last"], "build_s": round(build_s, 1), "chains_s": round(chains_s, 1),
             "figures": figures}
 
@@ -113,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     todo = [n for n in (args.only or SETTINGS) if n not in results]
+    for name in [n for n in results if "control32_weights" not in results[n]]:  # measured before the float32 control
+        results[name]["control32_weights"] = float32_control(name, args.work)
+        tmp = args.out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(dict(sorted(results.items())), indent=2) + "\n")
+        tmp.replace(args.out)
 
     lock = threading.Lock()
 
@@ -131,18 +156,20 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(max(1, args.jobs)) as pool:
         list(pool.map(one, todo))
     first = next(iter(results.values()), None)
-    print(f"{'setting':24} {'control':16} {'weights':16} {'behaviour':16} {'margin':>8} {'midpoint':>9} {'differ':>6} "
-          f"{'build x':>7}")
+    print(f"{'setting':24} {'float32 control':16} {'float64 control':16} {'weights':16} {'behaviour':16} {'margin':>8} "
+          f"{'midpoint':>9} {'differ':>6} {'build x':>7}")
     for name, r in results.items():
-        print(f"{name:24} {r['control_weights']:16} {r['weights']:16} {r['behaviour']:16} {r['margin']:8.4f} "
-              f"{r['closest_to_a_midpoint']:9.1e} {len(differ(r)):6d} {r['build_s'] / first['build_s']:6.2f}")
+        print(f"{name:24} {r['control32_weights']:16} {r['control_weights']:16} {r['weights']:16} {r['behaviour']:16} "
+              f"{r['margin']:8.4f} {r['closest_to_a_midpoint']:9.1e} {len(differ(r)):6d} {r['build_s'] / first['build_s']:6.2f}")
         for line in differ(r):
             print(f"    {line}")
+    controls32 = {r["control32_weights"] for r in results.values()}
     controls = {r["control_weights"] for r in results.values()}
     weights = {r["weights"] for r in results.values()}
     ok = len(weights) == 1 and not any(differ(r) for r in results.values())
-    print(f"{len(results)} settings: {len(controls)} different weights without the grid (control), {len(weights)} with "
-          f"it; {'every' if ok else 'NOT every'} setting builds the same model and gives the reference's figures")
+    print(f"{len(results)} settings: {len(controls32)} different weights in float32 without the grid, {len(controls)} "
+          f"in float64 without it, {len(weights)} with it; {'every' if ok else 'NOT every'} setting builds the same "
+          "model and gives the reference's figures")
     return 0 if ok else 1
 
 

@@ -216,18 +216,23 @@ def smoke_dest(spec: SmokeSpec) -> Path:
 
 
 def build_smoke_model(spec: SmokeSpec = SmokeSpec(), dest: Path | None = None, verbose: bool = True,
-                      threads: int = 1) -> Path:
+                      threads: int = 1, dtype: str = "float64") -> Path:
     """Build (once) and return the folder of the smoke model for `spec`, training on `threads` CPU threads (one by
     default, so that the other cores run the tests meanwhile; the count changes the floats' last bits, not the
-    model's decisions)."""
+    model's decisions). `dtype` float32 builds a control for bench/numerics.py (what a float32 build's bytes do
+    under a processor's kernels), into `dest` only: the cache holds the float64 models the profile plays."""
+    if dtype not in ("float64", "float32"):
+        raise ValueError(f"dtype={dtype!r}: the smoke model is built in float64 (or float32, for a control)")
+    if dtype != "float64" and dest is None:
+        raise ValueError("a float32 smoke model is a control: name its folder (dest), the cache holds float64 ones")
     dest = Path(dest or smoke_dest(spec))
     if (dest / "config.json").is_file():
         return dest
     with build_lock(dest):
-        return dest if (dest / "config.json").is_file() else _build(spec, dest, verbose, threads)
+        return dest if (dest / "config.json").is_file() else _build(spec, dest, verbose, threads, dtype)
 
 
-def _build(spec: SmokeSpec, dest: Path, verbose: bool, threads: int = 1) -> Path:
+def _build(spec: SmokeSpec, dest: Path, verbose: bool, threads: int = 1, dtype: str = "float64") -> Path:
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     start = time.perf_counter()
@@ -254,7 +259,7 @@ def _build(spec: SmokeSpec, dest: Path, verbose: bool, threads: int = 1) -> Path
         pad_token_id=tok.pad_token_id,
     )
     # float64 from the first draw of the initial weights: see numerics.py.
-    model = Qwen2ForCausalLM._from_config(config, dtype=torch.float64)
+    model = Qwen2ForCausalLM._from_config(config, dtype=getattr(torch, dtype))
     examples = [_encode(tok, chat, spec.assistant_only or "WebShop" in chat[0]["content"]) for chat in chats]
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -303,9 +308,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", default="{}", help="SmokeSpec fields as JSON (default: the default spec)")
     parser.add_argument("--dest", default=None, help="folder to build into (default: the cache)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for the training (default: 1)")
+    parser.add_argument("--dtype", default="float64", choices=("float64", "float32"),
+                        help="float32: a control for bench/numerics.py, built into --dest only")
     args = parser.parse_args(argv)
     spec = SmokeSpec(**json.loads(args.spec))
-    print(build_smoke_model(spec, Path(args.dest) if args.dest else None, threads=args.threads))
+    print(build_smoke_model(spec, Path(args.dest) if args.dest else None, threads=args.threads, dtype=args.dtype))
     return 0
 
 
