@@ -23,11 +23,11 @@ OTHER_KERNELS = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "MK
                  "ONEDNN_MAX_CPU_ISA": "ALL"}
 
 
-def _build(dest: Path, spec: SmokeSpec, extra_env: dict, threads: int) -> Path:
+def _build(dest: Path, spec: SmokeSpec, extra_env: dict, threads: int, dtype: str = "float64") -> Path:
     """Build `spec` in a fresh process whose libraries start with `extra_env` over this environment."""
     env = {**os.environ, **extra_env, "OMP_NUM_THREADS": str(threads)}
     cmd = [sys.executable, "-m", "ragdistill.miniature.smoke", "--spec", json.dumps(asdict(spec)), "--dest", str(dest),
-           "--threads", str(threads)]
+           "--threads", str(threads), "--dtype", dtype]
     subprocess.run(cmd, env=env, check=True, capture_output=True, timeout=900)
     return dest
 
@@ -72,3 +72,19 @@ def test_without_the_grid_those_kernels_build_other_bytes(alfworld_root, webshop
     native = _build(tmp_path / "native", spec, {}, threads=1)
     other = _build(tmp_path / "other", spec, OTHER_KERNELS, threads=2)
     assert weights_hash(native) != weights_hash(other)
+
+
+def test_a_float32_control_is_built_in_float32_into_its_folder_only(alfworld_root, webshop_root, tmp_path):
+    """bench/numerics.py's float32 control: the same spec with float32 weights, never put in the cache."""
+    from ragdistill.miniature.smoke import build_smoke_model
+
+    spec = replace(SMALL, grid_bits=None, train_steps=2)
+    plain = _build(tmp_path / "f32", spec, {}, threads=1, dtype="float32")
+    info = json.loads((plain / "smoke_build.json").read_text())
+    assert info["dtype"] == "float32" and info["spec"] == asdict(spec)
+    from safetensors import safe_open
+
+    with safe_open(str(plain / "model.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float32}
+    with pytest.raises(ValueError, match="name its folder"):
+        build_smoke_model(spec, dtype="float32")
