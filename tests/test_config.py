@@ -171,10 +171,15 @@ def test_saved_config_lands_in_the_stage_folder(outputs):
 
 
 def test_every_benchmark_implements_the_whole_interface():
+    """Every method the interface leaves to a benchmark (it raises NotImplementedError) is a benchmark's own; a
+    method the interface implements for all (placebo: swap the names of placebo_vocabulary) may stay shared."""
+    import inspect
+
     from ragdistill.benchmarks import BENCHMARKS, Benchmark
 
-    methods = [n for n, v in vars(Benchmark).items() if callable(v) and not n.startswith("_")]
-    assert len(methods) >= 9
+    methods = [n for n, v in vars(Benchmark).items() if callable(v) and not n.startswith("_")
+               and "raise NotImplementedError" in inspect.getsource(v)]
+    assert len(methods) >= 10 and "placebo_vocabulary" in methods and "placebo" not in methods
     for name, bench in BENCHMARKS.items():
         missing = [m for m in methods if getattr(type(bench), m) is getattr(Benchmark, m)]
         assert not missing, f"{name} lacks {missing}"
