@@ -1,5 +1,6 @@
 """The smoke model built and both smoke chains run under several numerics: without the grid the weights' bytes
-differ, with it neither the bytes nor the figures do.
+differ; with it the model should answer alike and the chains give the reference's figures (measured per setting:
+MKL's SSE4.2 path builds another model, see README "Numerics").
 
 Each setting first builds a small spec without the grid (`grid_bits` None, 40 steps: the controls, in float64 and in
 float32, which show whether the setting changes a plain build's bytes), then the default smoke model from scratch
