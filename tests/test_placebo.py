@@ -130,6 +130,8 @@ def test_stage_06_plays_the_placebo_with_the_teachers_hints_swapped(smoke_model,
 
 def test_the_warmstart_ablation_sets_this_runs_gains_beside_the_newest_hintfree_run(outputs):
     import json
+
+    from conftest import bench_module
     import os
     import time
 
@@ -143,14 +145,16 @@ def test_the_warmstart_ablation_sets_this_runs_gains_beside_the_newest_hintfree_
     tests = paired_tests(pd.DataFrame(rows))
     assert "no finished cpu-hintfree run on alfworld" in warmstart_ablation(tests, "alfworld", "cpu")
     later = {"hints vs base": dict(tests["hints vs base"], difference=-12.5)}
-    for name, paired in (("cpu-hintfree-20261201-100000", tests), ("long-cpu-hintfree-s0", later),
-                         ("cpu-hintfree-webshop-20261202-100000", tests), ("cpu-20261203-100000", tests)):
+    long_name = bench_module("long_run").run_name("cpu-hintfree", "alfworld", 0)  # the long run's own naming
+    runs = ((long_name, later), ("cpu-hintfree-20261201-100000", tests), ("cpu-hintfree-webshop-20261202-100000", tests),
+            ("cpu-20261203-100000", tests))
+    for order, (name, paired) in enumerate(runs):  # finished in this order
         metrics = outputs / "runs" / name / "06_eval" / "metrics.json"
         metrics.parent.mkdir(parents=True)
         metrics.write_text(json.dumps({"paired": paired}))
-        os.utime(metrics, (time.time() + len(name), time.time() + len(name)))
+        os.utime(metrics, (time.time() + order, time.time() + order))
     (outputs / "runs" / "cpu-hintfree-20261203-000000" / "06_eval").mkdir(parents=True)  # unfinished: no metrics
-    assert [p.name for p in hintfree_runs("alfworld")] == ["long-cpu-hintfree-s0", "cpu-hintfree-20261201-100000"]
+    assert [p.name for p in hintfree_runs("alfworld")] == [long_name, "cpu-hintfree-20261201-100000"]
     table = warmstart_ablation(tests, "alfworld", "cpu")
     this, other = "this run (cpu)", "cpu-hintfree-20261201-100000 (hint-free warm-start)"
     assert table.loc[(this, "hints vs base"), "difference (points)"] == tests["hints vs base"]["difference"] == 50.0

@@ -39,10 +39,15 @@ def new_run_name(profile: str, env: str) -> str:
     return f"{run_tag(profile, env)}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
+def make_run_pattern(profile: str, env: str) -> str:
+    """The regular expression of the run folder names `make run` gives this profile and env (new_run_name)."""
+    return re.escape(run_tag(profile, env)) + r"-\d{8}-\d{6}"
+
+
 def latest_run_name(profile: str, env: str) -> str | None:
     """The newest run folder under outputs/runs/ named as `make run` names them for this profile and env."""
     root = outputs_dir() / "runs"
-    pattern = re.compile(re.escape(run_tag(profile, env)) + r"-\d{8}-\d{6}")
+    pattern = re.compile(make_run_pattern(profile, env))
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and pattern.fullmatch(p.name)) if root.is_dir() else []
     return names[-1] if names else None
 

@@ -125,13 +125,18 @@ def paired_tests_per_agent(df: pd.DataFrame, comparisons: tuple = PAIRED_TESTS) 
     return out
 
 
+def _interval_text(test: dict) -> str:
+    """A paired test's game-resampled 95% interval of the difference, as shown in the tables ("" when none)."""
+    return f"{test['ci_low']:+.1f} to {test['ci_high']:+.1f}" if "ci_low" in test else ""
+
+
 def paired_table(tests: dict[str, dict]) -> pd.DataFrame:
     """`paired_tests` as a table: one row per comparison "a vs b" (a first), its pairs, wins, the discordant pairs,
     the difference in success with its game-resampled 95% interval, McNemar's exact p and Holm's adjusted p."""
     rows = {}
     for name, test in tests.items():
         a, b = name.split(" vs ")
-        interval = f"{test['ci_low']:+.1f} to {test['ci_high']:+.1f}" if "ci_low" in test else ""
+        interval = _interval_text(test)
         rows[f"{LABELS[a]} vs {LABELS[b]}"] = {
             "pairs": test["pairs"], "wins (first)": test[f"{a}_wins"], "wins (second)": test[f"{b}_wins"],
             "only first": test[f"only_{a}"], "only second": test[f"only_{b}"],
@@ -161,10 +166,10 @@ def placebo_changed(records: list[dict]) -> dict:
 def hintfree_runs(env: str) -> list[Path]:
     """Runs of the cpu-hintfree profile on `env` whose stage 06 finished (`make run PROFILE=cpu-hintfree`, or
     bench/long_run.py's `long-cpu-hintfree-...`), oldest first."""
-    from ragdistill.run.paths import outputs_dir, run_tag
+    from ragdistill.run.paths import make_run_pattern, outputs_dir
 
-    tag = run_tag("cpu-hintfree", env)
-    pattern = re.compile(rf"(long-)?{re.escape(tag)}-(\d{{8}}-\d{{6}}|s\d+)")
+    # make run's names, or bench/long_run.py's (`long-<profile>-<env>-s<seed>`, the env always named)
+    pattern = re.compile(rf"{make_run_pattern('cpu-hintfree', env)}|long-cpu-hintfree-{re.escape(env)}-s\d+")
     root = outputs_dir() / "runs"
     found = [p for p in root.iterdir() if pattern.fullmatch(p.name) and (p / "06_eval" / "metrics.json").is_file()] \
         if root.is_dir() else []
@@ -185,8 +190,8 @@ def warmstart_ablation(tests: dict[str, dict], env: str, profile: str) -> pd.Dat
             t = paired.get(test)
             if t:
                 rows[(name, test)] = {"pairs": t["pairs"], "difference (points)": t.get("difference"),
-                                      "95% CI (games resampled)": f"{t['ci_low']:+.1f} to {t['ci_high']:+.1f}"
-                                      if "ci_low" in t else "", "McNemar p": t["mcnemar_p"], "Holm p": t.get("holm_p")}
+                                      "95% CI (games resampled)": _interval_text(t), "McNemar p": t["mcnemar_p"],
+                                      "Holm p": t.get("holm_p")}
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
