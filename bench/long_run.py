@@ -53,13 +53,19 @@ def play(profile: str, env: str, seed: int, train_games: int, eval_games: int, m
     return run_chain(profile, run=run_name(profile, env, seed), env=env, per_stage=per_stage, extra={"seed": seed})
 
 
-def keep(run_dir: Path, out: Path) -> Path:
-    """A finished run's figures in short form under `out/<run>/`."""
+def keep(run_dir: Path, out: Path, settings: dict | None = None) -> Path:
+    """A finished run's figures in short form under `out/<run>/`: with the sizes it was played at (`settings`, the
+    command's options) and its stage times (the run's pipeline.json), so that runs of one name at other sizes are
+    not mistaken for each other."""
     from ragdistill.run.io import atomic_write_json, read_jsonl
     from ragdistill.run.paths import STAGES
 
     folder = out / run_dir.name
     folder.mkdir(parents=True, exist_ok=True)
+    if settings is not None:
+        atomic_write_json(folder / "settings.json", settings)
+    if (run_dir / "pipeline.json").is_file():
+        atomic_write_json(folder / "pipeline.json", json.loads((run_dir / "pipeline.json").read_text()))
     for stage in STAGES.values():
         metrics = run_dir / stage / "metrics.json"
         if metrics.is_file():
@@ -112,6 +118,11 @@ def summarize(out: Path, names: list[str], file: Path | None = None) -> dict:
 
     per_seed = {n: seed_summary(list(read_jsonl(out / n / "06_episodes.jsonl"))) for n in names
                 if (out / n / "06_episodes.jsonl").is_file()}
+    for n, s in per_seed.items():  # the sizes each seed was played at, and its time, where kept
+        if (out / n / "settings.json").is_file():
+            s["settings"] = json.loads((out / n / "settings.json").read_text())
+        if (out / n / "pipeline.json").is_file():
+            s["minutes"] = round(sum(json.loads((out / n / "pipeline.json").read_text())["seconds"].values()) / 60, 1)
     summary = {"runs": per_seed, "spread": spread(per_seed) if per_seed else {}}
     atomic_write_json(file or out / "summary.json", summary)
     return summary
@@ -119,7 +130,10 @@ def summarize(out: Path, names: list[str], file: Path | None = None) -> dict:
 
 def show(summary: dict) -> None:
     for name, s in summary["runs"].items():
-        print(f"\n{name}: {s['games']} games")
+        played = s.get("settings", {})
+        sizes = (f", {played['train_games']} train games in stage 01" if played else "") + (
+            f", {s['minutes']} minutes" if "minutes" in s else "")
+        print(f"\n{name}: {s['games']} games{sizes}")
         for condition, by_agent in s["success"].items():
             print(f"  {condition:10} " + "  ".join(f"{a} {v['wins']}/{v['episodes']} ({v['ci'][0]:.0f}-{v['ci'][1]:.0f}%)"
                                               for a, v in by_agent.items()))
@@ -156,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             run_dir = play(args.profile, args.env, seed, args.train_games, args.eval_games, args.max_steps,
                            args.conditions.split(","))
-            print(f"{run_dir.name}: figures kept in {keep(run_dir, args.out)} ({time.perf_counter() - start:.0f} s)",
-                  flush=True)
+            settings = {"profile": args.profile, "env": args.env, "seed": seed, "train_games": args.train_games,
+                        "eval_games": args.eval_games, "max_steps": args.max_steps,
+                        "conditions": args.conditions.split(",")}
+            print(f"{run_dir.name}: figures kept in {keep(run_dir, args.out, settings)} "
+                  f"({time.perf_counter() - start:.0f} s)", flush=True)
     summary = summarize(args.out, names, summary_file(args.out, args.profile, args.env))
     if not summary["runs"]:
         print(f"no finished seed under {args.out} yet ({', '.join(names)}): run without --summary-only first")

@@ -71,3 +71,22 @@ def test_the_placebo_ablation_is_its_own_family_and_spreads_over_seeds(tmp_path)
     assert ablation["placebo vs base"]["only_placebo"] == 1 and set(first["ablation"]) == {"react", "stateact", "pooled"}
     assert summary["spread"]["difference"]["hints vs placebo"]["values"] == [87.5, 12.5]
     assert (tmp_path / "summary-x-alfworld.json").is_file()
+
+
+def test_a_kept_run_holds_its_sizes_times_and_short_episodes(tmp_path):
+    long_run = bench_module("long_run")
+    run = tmp_path / "runs" / "long-x-alfworld-s3"
+    (run / "06_eval").mkdir(parents=True)
+    (run / "01_failures").mkdir()
+    (run / "01_failures" / "metrics.json").write_text(json.dumps({"wins": 2}))
+    (run / "pipeline.json").write_text(json.dumps({"seconds": {"01_failures": 60.0, "06_eval": 540.0}}))
+    rows = [{**r, "prompt": "long text", "trajectory": ["a"] * 3} for r in _rows({"hints": {(1, "react")}})]
+    (run / "06_eval" / "episodes.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    settings = {"profile": "x", "env": "alfworld", "seed": 3, "train_games": 24, "eval_games": 4}
+    folder = long_run.keep(run, tmp_path / "kept", settings)
+    kept = [json.loads(line) for line in (folder / "06_episodes.jsonl").read_text().splitlines()]
+    assert len(kept) == len(rows) == 32 and set(kept[0]) == set(long_run.SHORT)
+    assert sum(r["won"] for r in kept) == 1
+    assert json.loads((folder / "01_failures.metrics.json").read_text()) == {"wins": 2}
+    summary = long_run.summarize(tmp_path / "kept", [run.name])["runs"][run.name]
+    assert summary["settings"]["train_games"] == 24 and summary["minutes"] == 10.0
