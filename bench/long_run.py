@@ -151,6 +151,30 @@ def show(summary: dict) -> None:
                       f"{st['max']:{sign}.1f}  {st['values']}")
 
 
+def markdown(summary: dict) -> str:
+    """Each seed's figures as the README's tables: success per condition (per agent and pooled, with Wilson
+    intervals), then every paired test per agent and pooled (the method's family, then the ablation's)."""
+    lines = []
+    for name, s in summary["runs"].items():
+        agents = [a for a in next(iter(s["success"].values())) if a != "pooled"] + ["pooled"]
+        lines += [f"`{name}` ({s['games']} games)", "", "| condition | " + " | ".join(agents) + " |",
+                  "|---|" + "---|" * len(agents)]
+        for condition, by_agent in s["success"].items():
+            cells = [f"{v['wins']}/{v['episodes']} ({v['percent']:.1f}%, {v['ci'][0]:.0f}-{v['ci'][1]:.0f}%)"
+                     for v in (by_agent[a] for a in agents)]
+            lines.append(f"| {condition} | " + " | ".join(cells) + " |")
+        lines += ["", "| test | agent | only first : only second | difference (points) | 95% CI (games resampled) "
+                      "| McNemar p | Holm p |", "|---|---|---|---|---|---|---|"]
+        families = [(t, f, v) for f, tests in s["tests"].items() for t, v in tests.items()]
+        families += [(t, f, v) for f, tests in s.get("ablation", {}).items() for t, v in tests.items()]
+        for test, agent, t in families:
+            a, b = test.split(" vs ")
+            lines.append(f"| {test} | {agent} | {t[f'only_{a}']} : {t[f'only_{b}']} | {t['difference']:+.1f} | "
+                         f"{t['ci_low']:+.1f} to {t['ci_high']:+.1f} | {t['mcnemar_p']:.3g} | {t['holm_p']:.3g} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu")
@@ -162,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conditions", default=",".join(CONDITIONS), help="stage 06's conditions, comma-separated")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--summary-only", action="store_true", help="summarize what is under --out, play nothing")
+    parser.add_argument("--markdown", action="store_true", help="print the summary as markdown tables (the README's)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     names = [run_name(args.profile, args.env, s) for s in seeds]
@@ -179,7 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     if not summary["runs"]:
         print(f"no finished seed under {args.out} yet ({', '.join(names)}): run without --summary-only first")
         return 1
-    show(summary)
+    if args.markdown:
+        print(markdown(summary))
+    else:
+        show(summary)
     return 0
 
 

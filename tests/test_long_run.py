@@ -71,6 +71,11 @@ def test_the_placebo_ablation_is_its_own_family_and_spreads_over_seeds(tmp_path)
     assert ablation["placebo vs base"]["only_placebo"] == 1 and set(first["ablation"]) == {"react", "stateact", "pooled"}
     assert summary["spread"]["difference"]["hints vs placebo"]["values"] == [87.5, 12.5]
     assert (tmp_path / "summary-x-alfworld.json").is_file()
+    table = long_run.markdown(summary)
+    # per agent, then pooled, each with its Wilson interval
+    assert "| hints | 4/4 (100.0%, 51-100%) | 4/4 (100.0%, 51-100%) | 8/8 (100.0%, 68-100%) |" in table
+    assert "| hints vs placebo | pooled | 7 : 0 | +87.5 |" in table
+    assert table.count("`long-x-alfworld-s") == 2
 
 
 def test_a_kept_run_holds_its_sizes_times_and_short_episodes(tmp_path):
