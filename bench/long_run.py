@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -175,6 +176,15 @@ def markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def use_threads(threads: int) -> None:
+    """Torch threads per process for the notebooks' kernels, as `make run`'s THREADS: one by default, since the
+    `cpu` profile plays two lanes of rows on two threads of its own. Left to torch's default (every core per
+    process), stage 06 on 2 cores ran about twice slower and its kernel grew past 20 GB."""
+    if threads < 1:
+        raise ValueError(f"--threads {threads}: at least 1")
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu")
@@ -186,11 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conditions", default=",".join(CONDITIONS), help="stage 06's conditions, comma-separated")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--summary-only", action="store_true", help="summarize what is under --out, play nothing")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per notebook kernel (as make run's THREADS; default 1)")
     parser.add_argument("--markdown", action="store_true", help="print the summary as markdown tables (the README's)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     names = [run_name(args.profile, args.env, s) for s in seeds]
     if not args.summary_only:
+        use_threads(args.threads)
         for seed in seeds:
             start = time.perf_counter()
             run_dir = play(args.profile, args.env, seed, args.train_games, args.eval_games, args.max_steps,

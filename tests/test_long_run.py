@@ -2,6 +2,7 @@
 run_chain's per-stage parameters are checked before anything runs."""
 
 import json
+import os
 
 import pytest
 from conftest import bench_module
@@ -95,3 +96,13 @@ def test_a_kept_run_holds_its_sizes_times_and_short_episodes(tmp_path):
     assert json.loads((folder / "01_failures.metrics.json").read_text()) == {"wins": 2}
     summary = long_run.summarize(tmp_path / "kept", [run.name])["runs"][run.name]
     assert summary["settings"]["train_games"] == 24 and summary["minutes"] == 10.0
+
+
+def test_the_notebooks_kernels_get_one_thread_unless_told(monkeypatch):
+    long_run = bench_module("long_run")
+    monkeypatch.setenv("OMP_NUM_THREADS", "8")
+    monkeypatch.setenv("MKL_NUM_THREADS", "8")
+    long_run.use_threads(1)
+    assert os.environ["OMP_NUM_THREADS"] == os.environ["MKL_NUM_THREADS"] == "1"
+    with pytest.raises(ValueError, match="at least 1"):
+        long_run.use_threads(0)
