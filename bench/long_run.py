@@ -129,6 +129,15 @@ def summarize(out: Path, names: list[str], file: Path | None = None) -> dict:
     return summary
 
 
+def test_rows(seed: dict, ablation_label: str = " (ablation)"):
+    """A seed's paired tests in order, the method's family then the ablation's: (family, with `ablation_label` after
+    an ablation's; test; its figures; the two conditions compared)."""
+    families = [*seed["tests"].items(), *((f + ablation_label, t) for f, t in seed.get("ablation", {}).items())]
+    for family, tests in families:
+        for test, t in tests.items():
+            yield (family, test, t, *test.split(" vs "))
+
+
 def show(summary: dict) -> None:
     for name, s in summary["runs"].items():
         played = s.get("settings", {})
@@ -138,11 +147,9 @@ def show(summary: dict) -> None:
         for condition, by_agent in s["success"].items():
             print(f"  {condition:10} " + "  ".join(f"{a} {v['wins']}/{v['episodes']} ({v['ci'][0]:.0f}-{v['ci'][1]:.0f}%)"
                                               for a, v in by_agent.items()))
-        for family, tests in [*s["tests"].items(), *((f"{f} (ablation)", t) for f, t in s.get("ablation", {}).items())]:
-            for test, t in tests.items():
-                a, b = test.split(" vs ")
-                print(f"  {family:8} {test:20} {t[f'only_{a}']}:{t[f'only_{b}']}  {t['difference']:+.1f} points "
-                      f"({t['ci_low']:+.1f} to {t['ci_high']:+.1f})  p={t['mcnemar_p']:.3g}  Holm p={t['holm_p']:.3g}")
+        for family, test, t, a, b in test_rows(s):
+            print(f"  {family:8} {test:20} {t[f'only_{a}']}:{t[f'only_{b}']}  {t['difference']:+.1f} points "
+                  f"({t['ci_low']:+.1f} to {t['ci_high']:+.1f})  p={t['mcnemar_p']:.3g}  Holm p={t['holm_p']:.3g}")
     if summary["spread"]:
         print("\nover the seeds (pooled):")
         for kind, figures in summary["spread"].items():
@@ -166,10 +173,7 @@ def markdown(summary: dict) -> str:
             lines.append(f"| {condition} | " + " | ".join(cells) + " |")
         lines += ["", "| test | agent | only first : only second | difference (points) | 95% CI (games resampled) "
                       "| McNemar p | Holm p |", "|---|---|---|---|---|---|---|"]
-        families = [(t, f, v) for f, tests in s["tests"].items() for t, v in tests.items()]
-        families += [(t, f, v) for f, tests in s.get("ablation", {}).items() for t, v in tests.items()]
-        for test, agent, t in families:
-            a, b = test.split(" vs ")
+        for agent, test, t, a, b in test_rows(s, ablation_label=""):
             lines.append(f"| {test} | {agent} | {t[f'only_{a}']} : {t[f'only_{b}']} | {t['difference']:+.1f} | "
                          f"{t['ci_low']:+.1f} to {t['ci_high']:+.1f} | {t['mcnemar_p']:.3g} | {t['holm_p']:.3g} |")
         lines.append("")
@@ -202,15 +206,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     names = [run_name(args.profile, args.env, s) for s in seeds]
+    conditions = args.conditions.split(",")
     if not args.summary_only:
         use_threads(args.threads)
         for seed in seeds:
             start = time.perf_counter()
             run_dir = play(args.profile, args.env, seed, args.train_games, args.eval_games, args.max_steps,
-                           args.conditions.split(","))
+                           conditions)
             settings = {"profile": args.profile, "env": args.env, "seed": seed, "train_games": args.train_games,
-                        "eval_games": args.eval_games, "max_steps": args.max_steps,
-                        "conditions": args.conditions.split(",")}
+                        "eval_games": args.eval_games, "max_steps": args.max_steps, "conditions": conditions}
             print(f"{run_dir.name}: figures kept in {keep(run_dir, args.out, settings)} "
                   f"({time.perf_counter() - start:.0f} s)", flush=True)
     summary = summarize(args.out, names, summary_file(args.out, args.profile, args.env))
